@@ -1,0 +1,190 @@
+"""A ``LightningDataModule`` over Reasoning-Gym tasks (procedural datasets with verifiable answers).
+
+Items of one or several tasks (a composite dataset, each task with a weight and its own config)
+are split into disjoint train / validation / test sets, turned into chat prompts that ask for
+``<think>…</think><answer>…</answer>``, and served as left-padded token batches that keep each
+item's Reasoning-Gym entry for scoring.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import difflib
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning as L
+import reasoning_gym
+import torch
+from reasoning_gym.composite import DatasetSpec
+from reasoning_gym.factory import DATASETS
+from torch.utils.data import DataLoader
+
+from .models import EMBEDDED_MODEL, load_tokenizer
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a careful assistant. First think about the problem step by step inside "
+    "<think> </think> tags. Then write only the final answer inside <answer> </answer> tags, "
+    "in this form: <think> ... </think> <answer> ... </answer>"
+)
+
+
+@dataclass
+class TaskSpec:
+    """One Reasoning-Gym task of the mixture.
+
+    Attributes:
+        name: registered Reasoning-Gym dataset name, e.g. ``basic_arithmetic``.
+        weight: relative sampling weight among the tasks.
+        config: options of the task's config dataclass, e.g. ``{max_terms: 2}``.
+    """
+
+    name: str
+    weight: float = 1.0
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+def validate_task(task: TaskSpec) -> None:
+    """Raise a ``ValueError`` naming the field and the fix for an unknown task or option."""
+    if task.name not in DATASETS:
+        close = difflib.get_close_matches(task.name, DATASETS, n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(
+            f"data.tasks: unknown Reasoning-Gym task {task.name!r}.{hint} "
+            f"Valid names: {', '.join(sorted(DATASETS))}."
+        )
+    options = {f.name for f in dataclasses.fields(DATASETS[task.name][1])} - {"seed", "size"}
+    unknown = sorted(set(task.config) - options)
+    if unknown:
+        raise ValueError(
+            f"data.tasks[{task.name}].config: unknown option(s) {unknown}; "
+            f"valid options: {', '.join(sorted(options))}."
+        )
+    if not task.weight > 0:
+        raise ValueError(f"data.tasks[{task.name}].weight={task.weight}: must be > 0.")
+
+
+def collate_prompts(items: list[dict[str, Any]], pad_id: int) -> dict[str, Any]:
+    """Left-pad ``prompt_ids`` into ``[B, P]`` tensors; keep entries and task names as lists."""
+    width = max(len(item["prompt_ids"]) for item in items)
+    ids = torch.full((len(items), width), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(items), width, dtype=torch.long)
+    for row, item in enumerate(items):
+        length = len(item["prompt_ids"])
+        ids[row, width - length :] = torch.tensor(item["prompt_ids"])
+        mask[row, width - length :] = 1
+    return {
+        "prompt_ids": ids,
+        "prompt_mask": mask,
+        "entries": [item["entry"] for item in items],
+        "tasks": [item["task"] for item in items],
+    }
+
+
+class ReasoningGymDataModule(L.LightningDataModule):
+    """Reasoning-Gym prompts for MoT-GRPO.
+
+    Args:
+        tasks: the tasks to mix (a composite dataset); default ``basic_arithmetic``.
+        tokenizer: model name whose tokenizer and chat template build the prompts (linked to
+            ``model.model_name_or_path`` by the CLI).
+        train_size, val_size, test_size: items generated per split. Validation and test items
+            whose question also occurs in an earlier split are dropped, so splits are disjoint.
+        seed: Reasoning-Gym seed; the same seed gives the same items and order.
+        batch_size: prompts per training step (each is rolled out ``num_generations`` times).
+        eval_batch_size: prompts per validation/test batch.
+        system_prompt: system message; the default asks for ``<think>``/``<answer>`` tags.
+        prefill_think: end the prompt with the assistant turn opened by ``<think>\\n`` (paper).
+        chat_template: Jinja template for tokenizers that have none.
+        num_workers: DataLoader workers.
+    """
+
+    def __init__(
+        self,
+        tasks: list[TaskSpec] | None = None,
+        tokenizer: str = EMBEDDED_MODEL,
+        train_size: int = 1000,
+        val_size: int = 32,
+        test_size: int = 32,
+        seed: int = 42,
+        batch_size: int = 2,
+        eval_batch_size: int = 16,
+        system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+        prefill_think: bool = True,
+        chat_template: str | None = None,
+        num_workers: int = 0,
+    ):
+        super().__init__()
+        self.tasks = [TaskSpec(**t) if isinstance(t, dict) else t for t in (tasks or [TaskSpec("basic_arithmetic")])]
+        for task in self.tasks:
+            validate_task(task)
+        if len({task.name for task in self.tasks}) != len(self.tasks):
+            raise ValueError("data.tasks: each task may appear once; merge duplicate entries.")
+        for name in ("train_size", "batch_size", "eval_batch_size"):
+            if locals()[name] < 1:
+                raise ValueError(f"data.{name}={locals()[name]}: must be at least 1.")
+        self.save_hyperparameters()
+        self.splits: dict[str, list[dict[str, Any]]] = {}
+        self.pad_id = 0
+
+    @property
+    def task_names(self) -> list[str]:
+        return [task.name for task in self.tasks]
+
+    def generate_entries(self) -> dict[str, list[dict[str, Any]]]:
+        """Reasoning-Gym entries of each split, disjoint by question text, deterministic in seed."""
+        sizes = {"train": self.hparams.train_size, "val": self.hparams.val_size, "test": self.hparams.test_size}
+        dataset = reasoning_gym.create_dataset(
+            "composite", size=sum(sizes.values()), seed=self.hparams.seed,
+            datasets=[DatasetSpec(t.name, t.weight, dict(t.config)) for t in self.tasks],
+        )
+        splits, seen, start = {}, set(), 0
+        for split, size in sizes.items():
+            entries = [dataset[index] for index in range(start, start + size)]
+            splits[split] = [entry for entry in entries if entry["question"] not in seen]
+            seen.update(entry["question"] for entry in entries)
+            start += size
+        return splits
+
+    def build_prompt(self, tokenizer, question: str) -> list[int]:
+        """Token ids of the chat prompt for one question, assistant turn opened."""
+        messages = [{"role": "system", "content": self.hparams.system_prompt}, {"role": "user", "content": question}]
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        if self.hparams.prefill_think:
+            text += "<think>\n"
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        tokenizer = load_tokenizer(self.hparams.tokenizer)
+        if self.hparams.chat_template is not None:
+            tokenizer.chat_template = self.hparams.chat_template
+        if not tokenizer.chat_template:
+            raise ValueError(
+                f"data.chat_template: the tokenizer of {self.hparams.tokenizer!r} has no chat template; "
+                "give one (a Jinja string) in data.chat_template."
+            )
+        self.pad_id = tokenizer.pad_token_id
+        for split, entries in self.generate_entries().items():
+            self.splits[split] = [
+                {"prompt_ids": self.build_prompt(tokenizer, e["question"]), "entry": e, "task": e["metadata"]["source_dataset"]}
+                for e in entries
+            ]
+
+    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.hparams.seed)
+        return DataLoader(
+            self.splits[split], batch_size=batch_size, shuffle=shuffle, generator=generator,
+            collate_fn=functools.partial(collate_prompts, pad_id=self.pad_id), num_workers=self.hparams.num_workers,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.hparams.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", self.hparams.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self.hparams.eval_batch_size, shuffle=False)

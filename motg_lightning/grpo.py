@@ -1,0 +1,67 @@
+"""GRPO on mixture trajectories, as pure functions (Shao et al., DeepSeekMath, arXiv 2402.03300;
+TRL's parameter names). Shapes: ``N`` rollouts, ``T`` steps; groups are consecutive rows."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+ScaleRewards = Literal["group", "batch", "none"]
+
+
+def group_advantages(rewards: Tensor, group_size: int, scale_rewards: ScaleRewards = "group", eps: float = 1e-4) -> Tensor:
+    """``A_g = (R_g − mean_G(R)) / (std_G(R) + eps)``, one value per rollout.
+
+    Args:
+        rewards: ``[N]`` rewards, ``N`` a multiple of ``group_size``, groups consecutive.
+        scale_rewards: divide by the group's std (``group``, GRPO), the batch's std (``batch``)
+            or not at all (``none``, Dr. GRPO, arXiv 2503.20783).
+    """
+    if rewards.numel() % group_size:
+        raise ValueError(f"{rewards.numel()} rewards do not split into groups of num_generations={group_size}.")
+    grouped = rewards.reshape(-1, group_size)
+    centred = (grouped - grouped.mean(-1, keepdim=True)).reshape(-1)
+    if scale_rewards == "group":
+        return centred / (grouped.std(-1).repeat_interleave(group_size) + eps)
+    if scale_rewards == "batch":
+        return centred / (rewards.std() + eps)
+    return centred
+
+
+def zero_variance_groups(rewards: Tensor, group_size: int) -> Tensor:
+    """``[N / G]`` bool: groups whose rewards are all equal (they carry no GRPO signal)."""
+    grouped = rewards.reshape(-1, group_size)
+    return (grouped == grouped[:, :1]).all(-1)
+
+
+def clipped_surrogate(
+    log_likelihood: Tensor, old_log_likelihood: Tensor, advantages: Tensor, epsilon: float, epsilon_high: float
+) -> tuple[Tensor, Tensor]:
+    """Per-step PPO objective ``−min(ρA, clip(ρ, 1−ε, 1+ε_high) A)`` and where clipping acted.
+
+    Args:
+        log_likelihood, old_log_likelihood: ``[N, T]`` step log-likelihoods ``ℓ`` and ``ℓ_old``.
+        advantages: ``[N]``, broadcast over steps.
+    """
+    ratio = torch.exp(log_likelihood - old_log_likelihood)
+    advantages = advantages.unsqueeze(-1)
+    unclipped = ratio * advantages
+    clipped = torch.clamp(ratio, 1 - epsilon, 1 + epsilon_high) * advantages
+    return -torch.min(unclipped, clipped), clipped < unclipped
+
+
+def k3_kl(log_likelihood: Tensor, reference_log_likelihood: Tensor) -> Tensor:
+    """Per-step k3 estimator ``exp(ℓ_ref − ℓ) − (ℓ_ref − ℓ) − 1`` of KL(π‖π_ref) (Schulman, 2020)."""
+    delta = reference_log_likelihood - log_likelihood
+    return torch.exp(delta) - delta - 1
+
+
+def token_mean(values: Tensor, mask: Tensor, total_tokens: Tensor | int | None = None) -> Tensor:
+    """Sum of ``values`` over ``mask`` divided by ``total_tokens`` (default: the mask's count).
+
+    Passing the whole batch's token count lets micro-batches add up to the batch's token mean.
+    """
+    denominator = mask.sum() if total_tokens is None else total_tokens
+    return (values * mask).sum() / torch.as_tensor(denominator, device=values.device).clamp_min(1)

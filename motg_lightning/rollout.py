@@ -1,0 +1,245 @@
+"""Batched mixture-of-token generation over input embeddings with a KV cache (MoT-G rollout).
+
+All prompts × group members decode together. While a sequence is *thinking* (from the prompt,
+which normally ends with ``<think>``, until its representative tokens end with ``</think>``) its
+next input is the mixture chosen by the rule; afterwards it samples ordinary tokens. Phase
+switches, stops and budget forcing are decided on the device from token ids; the host is asked
+whether every sequence has finished only every ``sync_every`` steps.
+
+Every step is recorded (support, weights, representative token, phase, forced flag), so the loss
+can rebuild exactly the input embeddings the model saw (:meth:`Rollout.input_embeddings`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+from transformers import DynamicCache, PreTrainedModel
+
+from .mixture import MixtureRule, MixtureStep, weight_entropy
+from .stops import TokenPatterns
+
+
+@dataclass
+class Rollout:
+    """A batch of generated trajectories. ``N`` sequences, prompt length ``P``, ``T`` steps.
+
+    Attributes:
+        prompt_ids, prompt_mask: ``[N, P]`` left-padded prompts.
+        tokens: ``[N, T]`` representative tokens (the text); ``pad_id`` after a sequence stops.
+        support, weights: ``[N, T, k]`` each step's support and weights. Ordinary (answer-phase
+            or forced) steps hold their token in every slot with weights ``(1, 0, ..., 0)``.
+        thinking: ``[N, T]`` the step mixed tokens (thinking phase, not forced).
+        forced: ``[N, T]`` the token was appended by budget forcing, not sampled.
+        completion_mask: ``[N, T]`` the step belongs to the completion (up to and including EOS).
+        truncated: ``[N]`` the sequence hit ``max_new_tokens`` without stopping.
+        log_likelihood: ``[N, T]`` step log-likelihood under the policy while generating.
+        entropy: ``[N, T]`` entropy of the tempered next-token distribution.
+        weight_entropy: ``[N, T]`` entropy of the mixture weights.
+        extras: per-step tensors ``[N, T, ...]`` a rule recorded for its likelihood.
+    """
+
+    prompt_ids: Tensor
+    prompt_mask: Tensor
+    tokens: Tensor
+    support: Tensor
+    weights: Tensor
+    thinking: Tensor
+    forced: Tensor
+    completion_mask: Tensor
+    truncated: Tensor
+    log_likelihood: Tensor
+    entropy: Tensor
+    weight_entropy: Tensor
+    extras: dict[str, Tensor] = field(default_factory=dict)
+
+    @property
+    def loss_mask(self) -> Tensor:
+        """Steps the policy chose itself: completion steps that were not forced."""
+        return self.completion_mask & ~self.forced
+
+    def step(self, rows: slice | Tensor = slice(None)) -> MixtureStep:
+        """The recorded steps of some rows as a :class:`MixtureStep` of shape ``[n, T, ...]``."""
+        extras = {name: value[rows] for name, value in self.extras.items()}
+        return MixtureStep(self.support[rows], self.weights[rows], self.tokens[rows], extras)
+
+    def select(self, rows: slice | Tensor) -> "Rollout":
+        """The rollout restricted to some rows (a micro-batch)."""
+        values = {name: getattr(self, name)[rows] for name in self.__dataclass_fields__ if name != "extras"}
+        return Rollout(**values, extras={name: value[rows] for name, value in self.extras.items()})
+
+    def position_ids(self) -> Tensor:
+        """``[N, P + T]`` positions: prompts count from their first real token."""
+        prompt_positions = (self.prompt_mask.long().cumsum(-1) - 1).clamp_min(0)
+        steps = torch.arange(1, self.tokens.shape[1] + 1, device=self.tokens.device)
+        return torch.cat([prompt_positions, prompt_positions[:, -1:] + steps], dim=1)
+
+    def attention_mask(self) -> Tensor:
+        """``[N, P + T]``: prompt padding hidden; steps after a stop are masked by the loss."""
+        return torch.cat([self.prompt_mask.long(), torch.ones_like(self.tokens)], dim=1)
+
+    def input_embeddings(self, embedding: nn.Module, rule: MixtureRule) -> Tensor:
+        """``[N, P + T - 1, D]``: prompt embeddings then the inputs ``e_1 … e_{T-1}`` of the steps,
+        rebuilt from the record (differentiable through the embedding matrix)."""
+        steps = rule.embed(embedding, self.support[:, :-1], self.weights[:, :-1])
+        return torch.cat([embedding(self.prompt_ids), steps], dim=1)
+
+
+def cache_keyword(model: PreTrainedModel) -> str:
+    """``cache`` on transformers ≥ 5.20 (where ``past_key_values`` is deprecated), else the old name."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+@contextmanager
+def eval_mode(model: nn.Module):
+    """Evaluation mode for generation (dropout off, KV cache allowed with gradient checkpointing)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+@dataclass
+class RolloutSettings:
+    """Token-level settings of a rollout, resolved once from the tokenizer.
+
+    Attributes:
+        think_end: patterns of ``</think>``; a match ends the thinking phase.
+        stop: patterns that end a sequence besides EOS (e.g. ``</answer>``).
+        eos_ids: ``[E]`` ids that end a sequence.
+        pad_id: id written after a sequence has stopped.
+        forced_ids: ``[F]`` ids appended by budget forcing (e.g. ``</think>\\n<answer>``).
+        thinking_budget: thinking steps before forcing starts; None never forces.
+        force_answer_on_eos: an EOS drawn while thinking starts forcing instead of ending the
+            sequence (the model said it was done; the answer is opened for it).
+        max_new_tokens: steps at most.
+        sync_every: steps between checks of whether every sequence has stopped.
+    """
+
+    think_end: TokenPatterns
+    stop: TokenPatterns
+    eos_ids: Tensor
+    pad_id: int
+    forced_ids: Tensor
+    thinking_budget: int | None
+    max_new_tokens: int
+    force_answer_on_eos: bool = False
+    sync_every: int = 16
+
+
+@torch.no_grad()
+def generate(
+    model: PreTrainedModel,
+    rule: MixtureRule,
+    prompt_ids: Tensor,
+    prompt_mask: Tensor,
+    settings: RolloutSettings,
+) -> Rollout:
+    """Roll out every row of ``prompt_ids`` (already repeated per group member) with ``rule``."""
+    device = prompt_ids.device
+    n, prompt_length = prompt_ids.shape
+    steps, k = settings.max_new_tokens, rule.k
+    think_end, stop = settings.think_end.to(device), settings.stop.to(device)
+    eos_ids, forced_ids = settings.eos_ids.to(device), settings.forced_ids.to(device)
+    window_width = max(think_end.width, stop.width)
+    budget = settings.thinking_budget if settings.thinking_budget is not None else steps + 1
+    force_on_eos = settings.force_answer_on_eos
+    if forced_ids.numel() == 0:  # nothing to force: never start
+        forced_ids, budget, force_on_eos = torch.tensor([settings.pad_id], device=device), steps + 1, False
+
+    embedding = model.get_input_embeddings()
+    attention = torch.ones(n, prompt_length + steps, dtype=torch.long, device=device)
+    attention[:, :prompt_length] = prompt_mask.long()
+    positions = (prompt_mask.long().cumsum(-1) - 1).clamp_min(0)
+    cache = DynamicCache(config=model.config)
+    cache_kw = {cache_keyword(model): cache}
+
+    record = {
+        "tokens": torch.full((n, steps), settings.pad_id, dtype=torch.long, device=device),
+        "support": torch.full((n, steps, k), settings.pad_id, dtype=torch.long, device=device),
+        "weights": torch.zeros(n, steps, k, device=device),
+        "thinking": torch.zeros(n, steps, dtype=torch.bool, device=device),
+        "forced": torch.zeros(n, steps, dtype=torch.bool, device=device),
+        "completion_mask": torch.zeros(n, steps, dtype=torch.bool, device=device),
+        "log_likelihood": torch.zeros(n, steps, device=device),
+        "entropy": torch.zeros(n, steps, device=device),
+        "weight_entropy": torch.zeros(n, steps, device=device),
+    }
+    extras: dict[str, Tensor] = {}
+    first_slot = torch.nn.functional.one_hot(torch.zeros(n, dtype=torch.long, device=device), k).float()
+
+    thinking = torch.ones(n, dtype=torch.bool, device=device)
+    finished = torch.zeros(n, dtype=torch.bool, device=device)
+    think_steps = torch.zeros(n, dtype=torch.long, device=device)
+    force_at = torch.full((n,), -1, dtype=torch.long, device=device)  # index into forced_ids, -1 = off
+    window = torch.full((n, window_width), -1, dtype=torch.long, device=device)
+
+    with eval_mode(model):
+        output = model(
+            inputs_embeds=embedding(prompt_ids), attention_mask=attention[:, :prompt_length],
+            position_ids=positions, use_cache=True, logits_to_keep=1, **cache_kw,
+        )
+        next_position = positions[:, -1:] + 1
+        used = steps
+        for t in range(steps):
+            log_probs = rule.log_probs(output.logits[:, -1])
+            mixed = rule.choose(log_probs)
+            sampled = torch.multinomial(log_probs.exp(), 1).squeeze(-1)
+
+            may_force = thinking & (force_at < 0)
+            ends_early = may_force & torch.isin(mixed.token, eos_ids) if force_on_eos else False
+            force_at = torch.where(may_force & ((think_steps >= budget) | ends_early), 0, force_at)
+            forcing = force_at >= 0
+            use_mixture = thinking & ~forcing
+            token = torch.where(forcing, forced_ids[force_at.clamp_min(0)], torch.where(thinking, mixed.token, sampled))
+            token = torch.where(finished, settings.pad_id, token)
+            support = torch.where(use_mixture[:, None], mixed.support, token[:, None].expand(n, k))
+            weights = torch.where(use_mixture[:, None], mixed.weights, first_slot)
+            token_log_likelihood = log_probs.gather(-1, token[:, None]).squeeze(-1)
+            chosen = MixtureStep(support, weights, token, mixed.extras)
+
+            active = ~finished
+            record["tokens"][:, t] = token
+            record["support"][:, t] = support
+            record["weights"][:, t] = weights
+            record["thinking"][:, t] = use_mixture & active
+            record["forced"][:, t] = forcing & active
+            record["completion_mask"][:, t] = active
+            record["log_likelihood"][:, t] = torch.where(
+                use_mixture, rule.step_log_likelihood(log_probs, chosen), token_log_likelihood
+            )
+            record["entropy"][:, t] = -(log_probs.exp() * log_probs).sum(-1)
+            record["weight_entropy"][:, t] = weight_entropy(weights)
+            for name, value in mixed.extras.items():
+                extras.setdefault(name, torch.zeros(n, steps, *value.shape[1:], dtype=value.dtype, device=device))
+                extras[name][:, t] = value
+
+            window = torch.cat([window[:, 1:], token[:, None]], dim=1)
+            think_steps += (thinking & active).long()
+            force_at = torch.where(forcing, force_at + 1, force_at)
+            force_at = torch.where(force_at >= forced_ids.numel(), -1, force_at)
+            thinking = thinking & ~think_end.matches(window)
+            finished = finished | torch.isin(token, eos_ids) | stop.matches(window)
+
+            if (t + 1) % settings.sync_every == 0 and bool(finished.all()):
+                used = t + 1
+                break
+            if t + 1 == steps:
+                break
+            output = model(
+                inputs_embeds=rule.embed(embedding, support, weights)[:, None],
+                attention_mask=attention[:, : prompt_length + t + 1],
+                position_ids=next_position + t, use_cache=True, **cache_kw,
+            )
+
+    trimmed = {name: value[:, :used] for name, value in record.items()}
+    return Rollout(
+        prompt_ids=prompt_ids, prompt_mask=prompt_mask.bool(), truncated=~finished,
+        extras={name: value[:, :used] for name, value in extras.items()}, **trimmed,
+    )

@@ -1,0 +1,44 @@
+"""Shared fixtures: the tiny random model with the embedded tokenizer (no downloads)."""
+
+import pytest
+import torch
+
+from motg_lightning.models import TINY_MODEL, load_causal_lm, load_tokenizer
+from motg_lightning.rollout import RolloutSettings
+from motg_lightning.stops import TokenPatterns
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return load_tokenizer(TINY_MODEL)
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    return load_causal_lm(TINY_MODEL)
+
+
+def make_settings(tokenizer, max_new_tokens=16, thinking_budget=None, force_answer_on_eos=False, stop=("</answer>",)):
+    forced = tokenizer.encode("</think>\n<answer>", add_special_tokens=False)
+    return RolloutSettings(
+        think_end=TokenPatterns.from_strings(tokenizer, ["</think>"]),
+        stop=TokenPatterns.from_strings(tokenizer, list(stop)),
+        eos_ids=torch.tensor([tokenizer.eos_token_id]),
+        pad_id=tokenizer.pad_token_id,
+        forced_ids=torch.tensor(forced),
+        thinking_budget=thinking_budget,
+        max_new_tokens=max_new_tokens,
+        force_answer_on_eos=force_answer_on_eos,
+        sync_every=4,
+    )
+
+
+@pytest.fixture
+def prompts(tokenizer):
+    """Two left-padded chat prompts of different lengths, each repeated for a group of 3."""
+    texts = [
+        tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True) + "<think>\n"
+        for q in ("Calculate 2 + 3.", "What is seven times eight? Explain.")
+    ]
+    encoded = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+    return encoded.input_ids.repeat_interleave(3, 0), encoded.attention_mask.repeat_interleave(3, 0)
