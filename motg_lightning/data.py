@@ -89,8 +89,8 @@ class ReasoningGymDataModule(L.LightningDataModule):
         tasks: the tasks to mix (a composite dataset); default ``basic_arithmetic``.
         tokenizer: model name whose tokenizer and chat template build the prompts (linked to
             ``model.model_name_or_path`` by the CLI).
-        train_size, val_size, test_size: items generated per split. Validation and test items
-            whose question also occurs in an earlier split are dropped, so splits are disjoint.
+        train_size, val_size, test_size: items per split; no question of the validation or test
+            split occurs in another split.
         seed: Reasoning-Gym seed; the same seed gives the same items and order.
         batch_size: prompts per training step (each is rolled out ``num_generations`` times).
         eval_batch_size: prompts per validation/test batch.
@@ -133,19 +133,37 @@ class ReasoningGymDataModule(L.LightningDataModule):
         return [task.name for task in self.tasks]
 
     def generate_entries(self) -> dict[str, list[dict[str, Any]]]:
-        """Reasoning-Gym entries of each split, disjoint by question text, deterministic in seed."""
-        sizes = {"train": self.hparams.train_size, "val": self.hparams.val_size, "test": self.hparams.test_size}
+        """Reasoning-Gym entries of each split, deterministic in the seed.
+
+        Validation and test items are drawn first, each question at most once; training items
+        come after them and never repeat a held-out question (a training question may repeat,
+        as easy tasks have few distinct questions). Raises if the task has too few questions.
+        """
+        sizes = {"val": self.hparams.val_size, "test": self.hparams.test_size, "train": self.hparams.train_size}
+        budget = 20 * sum(sizes.values()) + 100
         dataset = reasoning_gym.create_dataset(
-            "composite", size=sum(sizes.values()), seed=self.hparams.seed,
+            "composite", size=budget, seed=self.hparams.seed,
             datasets=[DatasetSpec(t.name, t.weight, dict(t.config)) for t in self.tasks],
         )
-        splits, seen, start = {}, set(), 0
+        indices = iter(range(budget))
+        splits: dict[str, list[dict[str, Any]]] = {split: [] for split in sizes}
+        held_out: set[str] = set()
         for split, size in sizes.items():
-            entries = [dataset[index] for index in range(start, start + size)]
-            splits[split] = [entry for entry in entries if entry["question"] not in seen]
-            seen.update(entry["question"] for entry in entries)
-            start += size
-        return splits
+            for index in indices:
+                if len(splits[split]) == size:
+                    break
+                entry = dataset[index]
+                if entry["question"] in held_out:
+                    continue
+                splits[split].append(entry)
+                if split != "train":
+                    held_out.add(entry["question"])
+            if len(splits[split]) < size:
+                raise ValueError(
+                    f"data.{split}_size={size}: the tasks gave only {len(splits[split])} {split} items whose question "
+                    "is not held out elsewhere; lower the split sizes or widen the task configs."
+                )
+        return {split: splits[split] for split in ("train", "val", "test")}
 
     def build_prompt(self, tokenizer, question: str) -> list[int]:
         """Token ids of the chat prompt for one question, assistant turn opened."""

@@ -7,6 +7,8 @@ Three kinds of name are understood:
   :func:`cache_dir` and loaded from there afterwards (sub-second), so nothing is downloaded.
 * ``tiny-random:SmolLM2-135M-Instruct`` -- a two-layer Llama with random weights and the
   embedded model's tokenizer, for tests and smoke runs.
+* ``random:SmolLM2-135M-Instruct`` -- the embedded model's architecture with random weights, for
+  speed and memory measurements where the real weights cannot travel.
 * anything else -- a Hugging Face hub id or a local folder, passed to ``from_pretrained``.
 """
 
@@ -94,7 +96,7 @@ def embedded_model_path() -> Path:
 
 def _resolve(name_or_path: str) -> tuple[str, str]:
     kind, _, rest = name_or_path.partition(":")
-    if kind in ("embedded", "tiny-random"):
+    if kind in ("embedded", "tiny-random", "random"):
         if rest != "SmolLM2-135M-Instruct":
             raise ValueError(
                 f"model_name_or_path={name_or_path!r}: the only embedded model is "
@@ -131,6 +133,28 @@ def tiny_random_config(tokenizer: PreTrainedTokenizerBase) -> LlamaConfig:
     )
 
 
+def smollm2_135m_config(tokenizer: PreTrainedTokenizerBase) -> LlamaConfig:
+    """The architecture of SmolLM2-135M-Instruct (as stored in its GGUF file)."""
+    return LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        max_position_embeddings=8192,
+        rms_norm_eps=1e-5,
+        rope_parameters={"rope_theta": 100000.0, "rope_type": "default"},
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+_RANDOM_CONFIGS = {"tiny-random": tiny_random_config, "random": smollm2_135m_config}
+
+
 def load_causal_lm(
     name_or_path: str,
     dtype: DType = "float32",
@@ -140,21 +164,24 @@ def load_causal_lm(
     """Load a causal LM by hub id, local path, or one of the two embedded names.
 
     Args:
-        name_or_path: ``embedded:SmolLM2-135M-Instruct``, ``tiny-random:SmolLM2-135M-Instruct``,
-            a hub id such as ``Qwen/Qwen2.5-1.5B-Instruct`` or a local folder.
+        name_or_path: ``embedded:``, ``tiny-random:`` or ``random:SmolLM2-135M-Instruct``, a hub id such as ``Qwen/Qwen2.5-1.5B-Instruct`` or a local folder.
         dtype: parameter dtype.
         gradient_checkpointing: recompute activations in the backward pass to save memory.
-        seed: initialisation seed of the tiny random model (ignored otherwise).
+        seed: initialisation seed of the random models (ignored otherwise).
     """
     torch_dtype = getattr(torch, dtype)
     kind, name = _resolve(name_or_path)
-    if kind == "tiny-random":
+    if kind in _RANDOM_CONFIGS:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = LlamaForCausalLM(tiny_random_config(load_tokenizer(name_or_path))).to(torch_dtype)
+            model = LlamaForCausalLM(_RANDOM_CONFIGS[kind](load_tokenizer(name_or_path))).to(torch_dtype)
     else:
         source = embedded_model_path() if kind == "embedded" else name
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
     if gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # transformers >= 5.20 renames this to activation checkpointing; older 5.x has only the old name.
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model

@@ -94,7 +94,7 @@ class MoTGRPOModule(L.LightningModule):
         for name in ("max_new_tokens", "num_iterations", "micro_batch_size", "sync_every"):
             if locals()[name] < 1:
                 raise ValueError(f"model.{name}={locals()[name]}: must be at least 1.")
-        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler", "mixture", "reward"])
+        self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         self.automatic_optimization = False
         self.mixture = mixture if mixture is not None else Dirichlet(k=2)
         self.reward = reward if reward is not None else RewardFunction()
@@ -222,6 +222,8 @@ class MoTGRPOModule(L.LightningModule):
         stats["lr"] = optimizer.param_groups[0]["lr"]
         if reference is None:
             del stats["kl"]
+        if self.device.type == "cuda":
+            stats["peak_memory_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
         self.log_dict({f"train/{name}": value for name, value in stats.items()}, on_step=True, batch_size=len(entries))
         self._log_completions([e["question"] for e in entries], completions, rewards.total)
         return torch.tensor(stats["loss"])

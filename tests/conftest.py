@@ -18,7 +18,7 @@ def tiny_model():
     return load_causal_lm(TINY_MODEL)
 
 
-def make_settings(tokenizer, max_new_tokens=16, thinking_budget=None, force_answer_on_eos=False, stop=("</answer>",)):
+def build_settings(tokenizer, max_new_tokens=16, thinking_budget=None, force_answer_on_eos=False, stop=("</answer>",)):
     forced = tokenizer.encode("</think>\n<answer>", add_special_tokens=False)
     return RolloutSettings(
         think_end=TokenPatterns.from_strings(tokenizer, ["</think>"]),
@@ -31,6 +31,12 @@ def make_settings(tokenizer, max_new_tokens=16, thinking_budget=None, force_answ
         force_answer_on_eos=force_answer_on_eos,
         sync_every=4,
     )
+
+
+@pytest.fixture
+def make_settings(tokenizer):
+    """``make_settings(max_new_tokens=..., thinking_budget=..., ...)`` for the tiny model's tokenizer."""
+    return lambda **options: build_settings(tokenizer, **options)
 
 
 @pytest.fixture

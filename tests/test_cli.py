@@ -1,0 +1,54 @@
+"""The command line as a user runs it: fit, print_config, resume, rule selection."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from motg_lightning.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = str(ROOT / "configs" / "smoke.yaml")
+
+
+def fit(tmp_path, *extra):
+    return main(["fit", "--config", SMOKE, f"--trainer.default_root_dir={tmp_path}", *extra])
+
+
+def test_fit_writes_tensorboard_logs_and_a_checkpoint_then_resumes(tmp_path):
+    cli = fit(tmp_path)
+    assert cli.trainer.global_step == 2
+    checkpoints = list(tmp_path.rglob("*.ckpt"))
+    assert len(checkpoints) == 1
+    assert list(tmp_path.rglob("events.out.tfevents.*"))
+    state = torch.load(checkpoints[0], weights_only=False)
+    assert not any("reference" in key for key in state["state_dict"])
+
+    resumed = fit(tmp_path, "--trainer.max_steps=4", f"--ckpt_path={checkpoints[0]}")
+    assert resumed.trainer.global_step == 4
+    first = dict(cli.model.policy.named_parameters())
+    assert any(not torch.equal(first[name], value) for name, value in resumed.model.policy.named_parameters())
+
+
+@pytest.mark.parametrize("rule", ["Discrete", "TopK", "Dirichlet", "Sampled", "Nucleus", "ElementwiseMax"])
+def test_every_mixture_rule_is_selectable_from_the_command_line(tmp_path, rule):
+    cli = fit(tmp_path, "--trainer.max_steps=1", "--trainer.limit_val_batches=0", f"--model.mixture=motg_lightning.mixture.{rule}")
+    assert type(cli.model.mixture).__name__ == rule
+    assert cli.trainer.global_step == 1
+
+
+def test_print_config_shows_the_resolved_configuration():
+    result = subprocess.run(
+        [sys.executable, "main.py", "fit", "--config", SMOKE, "--model.mixture.k=3", "--print_config"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    )
+    assert "class_path: motg_lightning.mixture.Dirichlet" in result.stdout
+    assert "k: 3" in result.stdout
+    assert "model_name_or_path: tiny-random:SmolLM2-135M-Instruct" in result.stdout
+
+
+def test_a_wrong_task_name_fails_before_training(tmp_path):
+    with pytest.raises(ValueError, match="unknown Reasoning-Gym task 'basic_arith'"):
+        fit(tmp_path, "--data.tasks=[{name: basic_arith}]")

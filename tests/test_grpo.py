@@ -1,0 +1,61 @@
+import pytest
+import torch
+
+from motg_lightning.grpo import clipped_surrogate, group_advantages, k3_kl, token_mean, zero_variance_groups
+
+
+def test_group_advantages_on_hand_numbers():
+    rewards = torch.tensor([1.0, 0.0, 0.0, 1.0, 2.0, 2.0])
+    advantages = group_advantages(rewards, group_size=2, eps=0.0)
+    std = torch.tensor([1.0, 0.0]).std()  # sample std of (1, 0) = 0.7071
+    torch.testing.assert_close(advantages[:4], torch.tensor([0.5, -0.5, -0.5, 0.5]) / std)
+    assert group_advantages(rewards, 2)[4:].abs().max() == 0, "equal rewards give no signal"
+
+
+def test_advantage_scaling_options():
+    rewards = torch.tensor([3.0, 1.0, 0.0, 0.0])
+    torch.testing.assert_close(group_advantages(rewards, 2, "none"), torch.tensor([1.0, -1.0, 0.0, 0.0]))
+    torch.testing.assert_close(group_advantages(rewards, 2, "batch", eps=0.0), torch.tensor([1.0, -1.0, 0.0, 0.0]) / rewards.std())
+
+
+def test_rewards_that_do_not_split_into_groups_are_rejected():
+    with pytest.raises(ValueError, match="num_generations=4"):
+        group_advantages(torch.zeros(6), 4)
+
+
+def test_zero_variance_groups():
+    assert zero_variance_groups(torch.tensor([1.0, 1.0, 0.0, 1.0]), 2).tolist() == [True, False]
+
+
+def test_surrogate_clips_on_hand_numbers():
+    old = torch.zeros(1, 3)
+    new = torch.log(torch.tensor([[1.5, 0.5, 1.1]]))
+    loss, clipped = clipped_surrogate(new, old, torch.tensor([1.0]), epsilon=0.2, epsilon_high=0.28)
+    torch.testing.assert_close(loss, -torch.tensor([[1.28, 0.5, 1.1]]))
+    assert clipped.tolist() == [[True, False, False]]
+    loss, clipped = clipped_surrogate(new, old, torch.tensor([-1.0]), epsilon=0.2, epsilon_high=0.28)
+    torch.testing.assert_close(loss, torch.tensor([[1.5, 0.8, 1.1]]))
+    assert clipped.tolist() == [[False, True, False]]
+
+
+def test_surrogate_gradient_at_ratio_one_is_minus_the_advantage():
+    log_likelihood = torch.zeros(1, 2, requires_grad=True)
+    loss, _ = clipped_surrogate(log_likelihood, log_likelihood.detach(), torch.tensor([2.0]), 0.2, 0.2)
+    loss.sum().backward()
+    torch.testing.assert_close(log_likelihood.grad, torch.full((1, 2), -2.0))
+
+
+def test_k3_kl_is_zero_when_policy_equals_reference_and_positive_otherwise():
+    values = torch.randn(4, 5)
+    assert k3_kl(values, values).abs().max() == 0
+    kl = k3_kl(torch.log(torch.tensor([0.5])), torch.log(torch.tensor([0.25])))
+    torch.testing.assert_close(kl, torch.tensor([0.5 - torch.log(torch.tensor(0.5)) - 1]))
+    assert (k3_kl(values, values + torch.randn(4, 5)) >= 0).all()
+
+
+def test_token_mean_over_micro_batches_adds_up_to_the_batch_mean():
+    values, mask = torch.arange(8.0).reshape(2, 4), torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]]).bool()
+    whole = token_mean(values, mask)
+    parts = token_mean(values[:1], mask[:1], mask.sum()) + token_mean(values[1:], mask[1:], mask.sum())
+    torch.testing.assert_close(whole, torch.tensor((0 + 1 + 4 + 5 + 6 + 7) / 6))
+    torch.testing.assert_close(parts, whole)

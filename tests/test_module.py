@@ -1,0 +1,76 @@
+import lightning as L
+import pytest
+import torch
+
+from motg_lightning.data import ReasoningGymDataModule, TaskSpec
+from motg_lightning.mixture import Sampled
+from motg_lightning.models import TINY_MODEL
+from motg_lightning.module import MoTGRPOModule
+from motg_lightning.rewards import RewardFunction
+
+REQUIRED_METRICS = [
+    "train/reward", "train/reward_std", "train/rewards/correctness/mean", "train/rewards/format/std", "train/accuracy",
+    "train/completion_length/mean", "train/truncated_fraction", "train/zero_variance_groups", "train/kl",
+    "train/clip_fraction", "train/entropy", "train/mixture_weight_entropy", "train/rollout_tokens_per_s",
+    "train/scorer_errors", "train/grad_norm", "train/loss",
+]
+
+
+class RewardByLength(RewardFunction):
+    """Rewards that differ within groups even for a random model's text."""
+
+    def __call__(self, completions, entries):
+        output = super().__call__(completions, entries)
+        output.total = torch.tensor([float(len(text)) for text in completions])
+        return output
+
+
+def datamodule(**kwargs):
+    return ReasoningGymDataModule(
+        tasks=[TaskSpec("basic_arithmetic", config={"max_terms": 2, "max_digits": 1})], tokenizer=TINY_MODEL,
+        train_size=8, val_size=4, test_size=4, batch_size=2, eval_batch_size=4, **kwargs,
+    )
+
+
+def trainer(**kwargs):
+    options = dict(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                   num_sanity_val_steps=0, limit_val_batches=0, enable_model_summary=False)
+    return L.Trainer(**{**options, **kwargs})
+
+
+def test_a_training_step_updates_the_policy_and_logs_every_metric():
+    L.seed_everything(0)
+    module = MoTGRPOModule(
+        TINY_MODEL, mixture=Sampled(k=2, likelihood="weighted"), reward=RewardByLength(), num_generations=4, max_new_tokens=8, thinking_budget=3,
+        beta=0.1, num_iterations=2, micro_batch_size=3, optimizer=lambda p: torch.optim.SGD(p, lr=10.0),
+    )
+    module.configure_model()
+    before = [p.detach().clone() for p in module.policy.parameters()]
+    run = trainer(max_steps=2)
+    run.fit(module, datamodule())
+    assert run.global_step == 2, "num_iterations=2 makes two optimizer steps per rollout"
+    assert any(not torch.equal(a, b) for a, b in zip(before, module.policy.parameters()))
+    missing = [name for name in REQUIRED_METRICS if name not in run.callback_metrics]
+    assert not missing
+    assert run.callback_metrics["train/kl"] > 0, "the second optimizer step starts away from the reference"
+    assert run.callback_metrics["train/zero_variance_groups"] < 1
+
+
+def test_reference_model_is_frozen_and_not_checkpointed():
+    module = MoTGRPOModule(TINY_MODEL, beta=0.1)
+    module.configure_model()
+    assert module.reference is not None and not any(p.requires_grad for p in module.reference.parameters())
+    assert not any(key.startswith("reference") or "_frozen" in key for key in module.state_dict())
+    assert MoTGRPOModule(TINY_MODEL, beta=0.0).configure_model() is None
+
+
+def test_validation_reports_accuracy_per_task():
+    module = MoTGRPOModule(TINY_MODEL, num_generations=2, max_new_tokens=4)
+    results = trainer(limit_val_batches=1).validate(module, datamodule())
+    assert set(results[0]) == {"val/accuracy", "val/accuracy/basic_arithmetic"}
+
+
+@pytest.mark.parametrize("field, value", [("num_generations", 1), ("micro_batch_size", 0), ("max_new_tokens", 0)])
+def test_invalid_settings_name_the_field(field, value):
+    with pytest.raises(ValueError, match=f"model.{field}={value}"):
+        MoTGRPOModule(TINY_MODEL, **{field: value})

@@ -1,0 +1,65 @@
+import pytest
+import reasoning_gym
+import torch
+from reasoning_gym.composite import DatasetSpec
+
+from motg_lightning.rewards import RewardFunction, format_reward, length_reward, xml_count_reward
+
+ENTRY = reasoning_gym.create_dataset("basic_arithmetic", size=1, seed=3)[0]
+
+
+def completion(answer: str) -> str:
+    return f"let me add</think>\n<answer>{answer}</answer>"
+
+
+def test_correctness_scores_the_last_answer_block():
+    reward = RewardFunction(weights={"correctness": 1.0, "format": 0.0})
+    wrong_then_right = f"<answer>nonsense</answer> more</think><answer>{ENTRY['answer']}</answer>"
+    out = reward([completion(ENTRY["answer"]), completion("nonsense"), wrong_then_right, "no tags"], [ENTRY] * 4)
+    assert out.terms["correctness"].tolist() == [1.0, 0.0, 1.0, 0.0]
+    assert out.correct.tolist() == [True, False, True, False]
+
+
+def test_total_is_the_weighted_sum_of_terms():
+    out = RewardFunction(weights={"correctness": 2.0, "format": 0.5})([completion(ENTRY["answer"]), "no tags"], [ENTRY] * 2)
+    torch.testing.assert_close(out.total, torch.tensor([2.5, 0.0]))
+
+
+def test_composite_entries_are_scored_by_their_own_task():
+    dataset = reasoning_gym.create_dataset("composite", size=20, seed=1, datasets=[
+        DatasetSpec("basic_arithmetic", 1.0, {}), DatasetSpec("leg_counting", 1.0, {})])
+    entries = [dataset[i] for i in range(20)]
+    assert {e["metadata"]["source_dataset"] for e in entries} == {"basic_arithmetic", "leg_counting"}
+    out = RewardFunction()([completion(e["answer"]) for e in entries], entries)
+    assert out.correct.all()
+
+
+def test_a_raising_scorer_scores_zero_and_is_counted(monkeypatch):
+    reward = RewardFunction()
+
+    def broken(answer, entry):
+        raise RuntimeError("scorer bug")
+
+    reward._scorers["basic_arithmetic"] = broken
+    out = reward([completion("1"), completion("2")], [ENTRY, ENTRY])
+    assert out.scorer_errors == 2
+    assert out.terms["correctness"].tolist() == [0.0, 0.0]
+    assert out.terms["format"].tolist() == [1.0, 1.0]
+
+
+def test_format_reward():
+    assert format_reward("think</think>\n<answer>4</answer>\n") == 1.0
+    assert format_reward("<answer>4</answer>") == 0.0
+    assert format_reward("x</think><answer>4</answer> trailing words") == 0.0
+
+
+def test_length_and_xml_count_terms():
+    assert length_reward("word " * 250) == 1.0 and length_reward("word " * 10) == 0.0
+    assert xml_count_reward("a</think><answer>1</answer>") == pytest.approx(0.375)
+    assert xml_count_reward("a</think><answer>1</answer>xx") == pytest.approx(0.373)
+
+
+def test_paper_preset_and_unknown_terms():
+    assert RewardFunction(preset="paper").weights == {"correctness": 2.0, "format": 0.5, "length": 0.5, "xml_count": 1.0}
+    with pytest.raises(ValueError, match="unknown terms \\['corectness'\\].*valid terms"):
+        RewardFunction(weights={"corectness": 1.0})

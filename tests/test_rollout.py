@@ -1,0 +1,99 @@
+import pytest
+import torch
+
+from motg_lightning.mixture import Dirichlet, Discrete, ElementwiseMax, Nucleus, Sampled, TopK
+from motg_lightning.rollout import generate
+
+RULES = [Discrete(), TopK(), Dirichlet(), Sampled(likelihood="weighted"), Nucleus(k=3), ElementwiseMax()]
+
+
+@pytest.mark.parametrize("rule", RULES, ids=lambda r: type(r).__name__)
+def test_rollout_records_every_step(tiny_model, tokenizer, prompts, rule, make_settings):
+    torch.manual_seed(0)
+    ids, mask = prompts
+    rollout = generate(tiny_model, rule, ids, mask, make_settings(max_new_tokens=10))
+    n, steps = rollout.tokens.shape
+    assert n == 6 and steps == 10
+    assert rollout.support.shape == rollout.weights.shape == (6, 10, rule.k)
+    torch.testing.assert_close(rollout.weights.sum(-1), torch.ones(6, 10))
+    in_support = (rollout.support == rollout.tokens.unsqueeze(-1)) & (rollout.weights > 0)
+    assert in_support.any(-1)[rollout.completion_mask].all()
+    assert rollout.thinking.all(), "a random model never writes </think> in 10 steps"
+    assert rollout.truncated.all()
+
+
+def test_budget_forcing_appends_the_answer_prefix_and_ends_thinking(tiny_model, tokenizer, prompts, make_settings):
+    torch.manual_seed(0)
+    ids, mask = prompts
+    settings = make_settings(max_new_tokens=16, thinking_budget=3, stop=())
+    rollout = generate(tiny_model, Dirichlet(), ids, mask, settings)
+    forced = settings.forced_ids
+    for row in range(6):
+        assert rollout.thinking[row, :3].all() and not rollout.thinking[row, 3:].any()
+        assert rollout.forced[row, 3 : 3 + len(forced)].all()
+        assert rollout.tokens[row, 3 : 3 + len(forced)].tolist() == forced.tolist()
+        assert not rollout.forced[row, 3 + len(forced):].any()
+    assert not rollout.loss_mask[:, 3 : 3 + len(forced)].any()
+
+
+class _ScriptedModel(torch.nn.Module):
+    """Wraps a model and makes one token overwhelmingly likely at chosen steps."""
+
+    def __init__(self, model, schedule):
+        super().__init__()
+        self.model, self.schedule, self.calls = model, schedule, 0
+        self.config, self.generation_config = model.config, model.generation_config
+
+    def get_input_embeddings(self):
+        return self.model.get_input_embeddings()
+
+    def forward(self, **kwargs):
+        output = self.model(**kwargs)
+        token = self.schedule.get(self.calls)
+        self.calls += 1
+        if token is not None:
+            output.logits[..., token] += 1e4
+        return output
+
+
+def test_eos_stops_a_sequence_and_masks_the_rest(tiny_model, tokenizer, prompts, make_settings):
+    ids, mask = prompts
+    scripted = _ScriptedModel(tiny_model, {2: tokenizer.eos_token_id})
+    rollout = generate(scripted, Discrete(), ids, mask, make_settings(max_new_tokens=8))
+    assert rollout.tokens.shape[1] == 4, "every row stopped at step 3, seen at the next sync"
+    assert (rollout.tokens[:, 2] == tokenizer.eos_token_id).all()
+    assert rollout.completion_mask[:, :3].all() and not rollout.completion_mask[:, 3:].any()
+    assert not rollout.truncated.any()
+
+
+def test_eos_while_thinking_forces_the_answer_when_asked(tiny_model, tokenizer, prompts, make_settings):
+    ids, mask = prompts
+    scripted = _ScriptedModel(tiny_model, {2: tokenizer.eos_token_id})
+    settings = make_settings(max_new_tokens=12, force_answer_on_eos=True, stop=())
+    rollout = generate(scripted, Dirichlet(), ids, mask, settings)
+    forced = settings.forced_ids.tolist()
+    assert all(row[2 : 2 + len(forced)] == forced for row in rollout.tokens.tolist())
+    assert not rollout.thinking[:, 2:].any()
+
+
+def test_written_think_end_switches_to_discrete_answers(tiny_model, tokenizer, prompts, make_settings):
+    ids, mask = prompts
+    close = tokenizer.encode("</think>", add_special_tokens=False)
+    scripted = _ScriptedModel(tiny_model, {1 + i: token for i, token in enumerate(close)})
+    rollout = generate(scripted, TopK(k=2), ids, mask, make_settings(max_new_tokens=8))
+    end = 1 + len(close)
+    assert rollout.thinking[:, :end].all() and not rollout.thinking[:, end:].any()
+    assert (rollout.weights[:, end:, 1] == 0).all(), "answer steps are one token"
+
+
+def test_input_embeddings_rebuild_prompt_and_steps(tiny_model, tokenizer, prompts, make_settings):
+    torch.manual_seed(0)
+    ids, mask = prompts
+    rule = TopK(k=2)
+    rollout = generate(tiny_model, rule, ids, mask, make_settings(max_new_tokens=5))
+    embedding = tiny_model.get_input_embeddings()
+    rebuilt = rollout.input_embeddings(embedding, rule)
+    assert rebuilt.shape == (6, ids.shape[1] + 4, tiny_model.config.hidden_size)
+    torch.testing.assert_close(rebuilt[:, : ids.shape[1]], embedding(ids))
+    step = rollout.weights[0, 0, 0] * embedding.weight[rollout.support[0, 0, 0]] + rollout.weights[0, 0, 1] * embedding.weight[rollout.support[0, 0, 1]]
+    torch.testing.assert_close(rebuilt[0, ids.shape[1]], step)
