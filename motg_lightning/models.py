@@ -116,39 +116,32 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def tiny_random_config(tokenizer: PreTrainedTokenizerBase) -> LlamaConfig:
-    """A two-layer Llama that shares the embedded model's tokenizer (tests, smoke runs)."""
+def _llama_config(tokenizer: PreTrainedTokenizerBase, **sizes) -> LlamaConfig:
+    """A Llama config with tied embeddings over ``tokenizer``'s vocabulary and special ids."""
     return LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=4096,
         tie_word_embeddings=True,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
+        **sizes,
+    )
+
+
+def tiny_random_config(tokenizer: PreTrainedTokenizerBase) -> LlamaConfig:
+    """A two-layer Llama that shares the embedded model's tokenizer (tests, smoke runs)."""
+    return _llama_config(
+        tokenizer, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=4096,
     )
 
 
 def smollm2_135m_config(tokenizer: PreTrainedTokenizerBase) -> LlamaConfig:
     """The architecture of SmolLM2-135M-Instruct (as stored in its GGUF file)."""
-    return LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=576,
-        intermediate_size=1536,
-        num_hidden_layers=30,
-        num_attention_heads=9,
-        num_key_value_heads=3,
-        max_position_embeddings=8192,
-        rms_norm_eps=1e-5,
+    return _llama_config(
+        tokenizer, hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+        num_key_value_heads=3, max_position_embeddings=8192, rms_norm_eps=1e-5,
         rope_parameters={"rope_theta": 100000.0, "rope_type": "default"},
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
     )
 
 

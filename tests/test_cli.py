@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from motg_lightning.cli import main
+from motg_lightning.module import MoTGRPOModule
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = str(ROOT / "configs" / "smoke.yaml")
@@ -25,6 +26,10 @@ def test_fit_writes_tensorboard_logs_and_a_checkpoint_then_resumes(tmp_path):
     assert list(tmp_path.rglob("events.out.tfevents.*"))
     state = torch.load(checkpoints[0], weights_only=False)
     assert not any("reference" in key for key in state["state_dict"])
+    loaded = MoTGRPOModule.load_from_checkpoint(checkpoints[0])
+    trained = dict(cli.model.policy.named_parameters())
+    assert type(loaded.mixture).__name__ == "Dirichlet"
+    assert all(torch.equal(trained[name], value) for name, value in loaded.policy.named_parameters())
 
     resumed = fit(tmp_path, "--trainer.max_steps=4", f"--ckpt_path={checkpoints[0]}")
     assert resumed.trainer.global_step == 4
