@@ -16,7 +16,6 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.utilities import grad_norm
 from torch import Tensor
 from torchmetrics import MeanMetric
 
@@ -187,13 +186,33 @@ class MoTGRPOModule(L.LightningModule):
         loss_mask = rollout.loss_mask
         if hp.mask_truncated_completions:
             loss_mask = loss_mask & ~rollout.truncated.unsqueeze(-1)
+        update = self._policy_update(rollout, advantages, loss_mask)
+
+        stats = {**rollout_metrics(rollout, rewards, hp.num_generations, seconds), **update}
+        stats["lr"] = self.optimizers().param_groups[0]["lr"]
+        if self.device.type == "cuda":
+            stats["peak_memory_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
+        reward = stats.pop("reward")
+        self.log("train/reward", reward, prog_bar=True, batch_size=len(entries))
+        self.log_dict({f"train/{name}": value for name, value in stats.items()}, on_step=True, batch_size=len(entries))
+        if hp.log_completions_every_n_steps > 0 and batch_idx % hp.log_completions_every_n_steps == 0:
+            self._log_completions([e["question"] for e in entries], completions, rewards.total)
+        return update["loss"]
+
+    def _gradient_norm(self) -> Tensor:
+        """Total L2 norm of the policy's gradients before clipping (stays on the device)."""
+        norms = [p.grad.detach().float().norm() for p in self.policy.parameters() if p.grad is not None]
+        return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros((), device=self.device)
+
+    def _policy_update(self, rollout: Rollout, advantages: Tensor, loss_mask: Tensor) -> dict[str, Tensor]:
+        """``num_iterations`` optimizer steps over micro-batches; returns loss, KL, clip fraction
+        and gradient norm averaged over the iterations."""
+        hp = self.hparams
         total_tokens = loss_mask.sum()
         old = self._log_likelihood_without_grad(self.policy, rollout) if hp.num_iterations > 1 else None
         reference = self._log_likelihood_without_grad(self.reference, rollout) if hp.beta != 0 else None
-
-        optimizer = self.optimizers()
-        scheduler = self.lr_schedulers()
-        sums = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0}
+        optimizer, scheduler = self.optimizers(), self.lr_schedulers()
+        sums = {name: torch.zeros((), device=self.device) for name in ("loss", "kl", "clip_fraction", "grad_norm")}
         for _ in range(hp.num_iterations):
             for rows in self._micro_batches(rollout.tokens.shape[0]):
                 mask = loss_mask[rows]
@@ -203,37 +222,27 @@ class MoTGRPOModule(L.LightningModule):
                 if reference is not None:
                     kl = k3_kl(log_likelihood, reference[rows])
                     per_step = per_step + hp.beta * kl
-                    sums["kl"] += float(token_mean(kl.detach(), mask, total_tokens))
+                    sums["kl"] += token_mean(kl.detach(), mask, total_tokens)
                 loss = token_mean(per_step, mask, total_tokens)
                 self.manual_backward(loss)
-                sums["loss"] += float(loss.detach())
-                sums["clip_fraction"] += float(token_mean(clipped.float(), mask, total_tokens))
-            norms = grad_norm(self.policy, norm_type=2)
+                sums["loss"] += loss.detach()
+                sums["clip_fraction"] += token_mean(clipped.float(), mask, total_tokens)
+            sums["grad_norm"] += self._gradient_norm()
             if hp.max_grad_norm is not None:
                 self.clip_gradients(optimizer, gradient_clip_val=hp.max_grad_norm, gradient_clip_algorithm="norm")
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             if scheduler is not None:
                 scheduler.step()
-
-        stats = rollout_metrics(rollout, rewards, hp.num_generations, seconds)
-        stats.update({name: value / hp.num_iterations for name, value in sums.items()})
-        stats["grad_norm"] = norms.get("grad_2.0_norm_total", 0.0)
-        stats["lr"] = optimizer.param_groups[0]["lr"]
+        averages = {name: value / hp.num_iterations for name, value in sums.items()}
         if reference is None:
-            del stats["kl"]
-        if self.device.type == "cuda":
-            stats["peak_memory_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
-        self.log_dict({f"train/{name}": value for name, value in stats.items()}, on_step=True, batch_size=len(entries))
-        self._log_completions([e["question"] for e in entries], completions, rewards.total)
-        return torch.tensor(stats["loss"])
+            del averages["kl"]
+        return averages
 
     def _log_completions(self, questions: list[str], completions: list[str], rewards: Tensor) -> None:
-        every = self.hparams.log_completions_every_n_steps
         experiment = getattr(self.logger, "experiment", None)
-        if every < 1 or self.global_step % every != 1 % every or not hasattr(experiment, "add_text"):
-            return
-        experiment.add_text("train/completions", completions_markdown(questions, completions, rewards), self.global_step)
+        if hasattr(experiment, "add_text"):
+            experiment.add_text("train/completions", completions_markdown(questions, completions, rewards), self.global_step)
 
     # ------------------------------------------------------------------------------- evaluation
     def _accuracy_metric(self, task: str) -> MeanMetric:
