@@ -42,15 +42,25 @@ class MixtureStep:
     extras: dict[str, Tensor] = field(default_factory=dict)
 
 
+def sample_index(probs: Tensor) -> Tensor:
+    """One index per row of ``[..., n]`` probabilities (need not be normalised), by inverse CDF.
+
+    One uniform number per row instead of ``n`` (``torch.multinomial`` draws an exponential per
+    entry, which dominates a decode step's sampling over a 50k vocabulary). The CDF is summed in
+    float64 so tail tokens keep their probability; zero-probability entries are never chosen.
+    """
+    cdf = probs.double().cumsum(-1)
+    threshold = torch.rand(*probs.shape[:-1], 1, device=probs.device, dtype=cdf.dtype) * cdf[..., -1:]
+    return torch.searchsorted(cdf, threshold, right=True).clamp_max(probs.shape[-1] - 1).squeeze(-1)
+
+
 def draw_representative(support: Tensor, weights: Tensor) -> Tensor:
     """``r ~ Categorical(w)`` over the support, looked up in the same support it was drawn from.
 
     (The paper's public code draws the index from the sampled tokens' weights but looks it up in
     the top-k list; this does not.)
     """
-    flat = weights.reshape(-1, weights.shape[-1]).float()
-    index = torch.multinomial(flat, 1).reshape(*weights.shape[:-1], 1)
-    return support.gather(-1, index).squeeze(-1)
+    return support.gather(-1, sample_index(weights).unsqueeze(-1)).squeeze(-1)
 
 
 def renormalise(probs: Tensor, keep: Tensor | None = None) -> Tensor:
@@ -128,8 +138,7 @@ class Discrete(MixtureRule):
         super().__init__(k=1, temperature=temperature, likelihood="representative")
 
     def choose(self, log_probs: Tensor) -> MixtureStep:
-        token = torch.multinomial(log_probs.exp().reshape(-1, log_probs.shape[-1]), 1)
-        token = token.reshape(log_probs.shape[:-1])
+        token = sample_index(log_probs.exp())
         return MixtureStep(token.unsqueeze(-1), torch.ones_like(token, dtype=torch.float32).unsqueeze(-1), token)
 
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
-from transformers import DynamicCache, PreTrainedModel
+from transformers import DynamicCache, PreTrainedModel, StaticCache
 
-from .mixture import MixtureRule, MixtureStep, weight_entropy
+from .mixture import Discrete, MixtureRule, MixtureStep, sample_index, weight_entropy
 from .stops import TokenPatterns
 
 
@@ -120,6 +120,8 @@ class RolloutSettings:
             sequence (the model said it was done; the answer is opened for it).
         max_new_tokens: steps at most.
         sync_every: steps between checks of whether every sequence has stopped.
+        static_cache: preallocate the KV cache for ``P + max_new_tokens`` positions instead of
+            growing it by concatenation every step.
     """
 
     think_end: TokenPatterns
@@ -131,6 +133,7 @@ class RolloutSettings:
     max_new_tokens: int
     force_answer_on_eos: bool = False
     sync_every: int = 16
+    static_cache: bool = True
 
 
 @torch.no_grad()
@@ -157,7 +160,10 @@ def generate(
     attention = torch.ones(n, prompt_length + steps, dtype=torch.long, device=device)
     attention[:, :prompt_length] = prompt_mask.long()
     positions = (prompt_mask.long().cumsum(-1) - 1).clamp_min(0)
-    cache = DynamicCache(config=model.config)
+    if settings.static_cache:
+        cache = StaticCache(config=model.config, max_cache_len=prompt_length + steps)
+    else:
+        cache = DynamicCache(config=model.config)
     cache_kw = {cache_keyword(model): cache}
 
     record = {
@@ -190,7 +196,7 @@ def generate(
         for t in range(steps):
             log_probs = rule.log_probs(output.logits[:, -1])
             mixed = rule.choose(log_probs)
-            sampled = torch.multinomial(log_probs.exp(), 1).squeeze(-1)
+            sampled = mixed.token if isinstance(rule, Discrete) else sample_index(log_probs.exp())
 
             may_force = thinking & (force_at < 0)
             ends_early = may_force & torch.isin(mixed.token, eos_ids) if force_on_eos else False

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from motg_lightning.mixture import (
-    Dirichlet, Discrete, ElementwiseMax, MixtureStep, Nucleus, Sampled, TopK, draw_representative, weight_entropy,
+    Dirichlet, Discrete, ElementwiseMax, MixtureStep, Nucleus, Sampled, TopK, draw_representative, sample_index,
+    weight_entropy,
 )
 
 RULES = [Discrete(), TopK(k=3), Dirichlet(k=3), Sampled(k=3), Nucleus(k=3, top_p=0.5), ElementwiseMax(k=3)]
@@ -68,6 +69,16 @@ def test_dirichlet_stays_finite_on_extreme_distributions():
     step = Dirichlet(k=2, temperature=0.5).choose(log_probs)
     assert torch.isfinite(step.weights).all()
     torch.testing.assert_close(step.weights.sum(-1), torch.ones(100))
+
+
+def test_sample_index_follows_the_probabilities_and_never_picks_zero():
+    torch.manual_seed(0)
+    probs = torch.tensor([[0.0, 0.5, 0.0, 0.3, 0.2, 0.0]]).expand(20000, 6)
+    counts = torch.bincount(sample_index(probs), minlength=6).float() / 20000
+    assert counts[[0, 2, 5]].sum() == 0
+    torch.testing.assert_close(counts[[1, 3, 4]], torch.tensor([0.5, 0.3, 0.2]), atol=0.015, rtol=0)
+    unnormalised = torch.tensor([[0.0, 2.0], [3.0, 0.0]])
+    assert sample_index(unnormalised).tolist() == [1, 0]
 
 
 def test_representative_is_looked_up_in_its_own_support():

@@ -1,0 +1,170 @@
+"""Rollout speed and memory: our batched mixture rollout against Hugging Face ``generate`` and a
+naive per-step loop in the style of the paper's public code, on the same model, batch and fixed
+generation length, in one run.
+
+    python benchmarks/rollout.py                               # CPU, embedded SmolLM2, batch 8, 128 tokens
+    python benchmarks/rollout.py --device cuda --dtype bfloat16 --model random:SmolLM2-135M-Instruct \\
+        --batch 64 --new-tokens 256 --methods hf_generate hf_generate_static discrete dirichlet
+
+Each method runs in its own process (so CPU peak memory is its own), after one warm-up call.
+Prints a table and writes JSON. Every sequence generates exactly ``--new-tokens`` tokens (EOS and
+stop strings are ignored), so tokens/s compare like with like.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+RULES = {
+    "discrete": "Discrete()",
+    "topk": "TopK(k=2)",
+    "dirichlet": "Dirichlet(k=2)",
+    "sampled": "Sampled(k=2)",
+    "nucleus": "Nucleus(k=2)",
+    "elementwise_max": "ElementwiseMax(k=2)",
+}
+BASELINES = ["hf_generate", "hf_generate_static", "naive_loop"]
+QUESTION = "Calculate 7 + 8. Think step by step, then give the answer."
+
+
+def prompts(tokenizer, batch: int, device: str):
+    text = tokenizer.apply_chat_template([{"role": "user", "content": QUESTION}], tokenize=False, add_generation_prompt=True)
+    ids = tokenizer(text + "<think>\n", add_special_tokens=False, return_tensors="pt").input_ids.repeat(batch, 1)
+    return ids.to(device), torch.ones_like(ids)
+
+
+def run_ours(model, tokenizer, rule_name: str, ids, mask, new_tokens: int):
+    from motg_lightning import mixture
+    from motg_lightning.rollout import RolloutSettings, generate
+    from motg_lightning.stops import TokenPatterns
+
+    rule = eval(RULES[rule_name], vars(mixture))  # a fixed table above, not user input
+    settings = RolloutSettings(
+        think_end=TokenPatterns.from_strings(tokenizer, ["</think>"]), stop=TokenPatterns([]),
+        eos_ids=torch.tensor([-1]), pad_id=tokenizer.pad_token_id, forced_ids=torch.tensor([], dtype=torch.long),
+        thinking_budget=None, max_new_tokens=new_tokens,
+    )
+    return lambda: generate(model, rule, ids, mask, settings)
+
+
+def run_hf(model, ids, mask, new_tokens: int, static: bool):
+    options = dict(do_sample=True, temperature=0.9, top_k=0, top_p=1.0, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                   pad_token_id=model.config.pad_token_id)
+    if static:
+        options["cache_implementation"] = "static"
+    return lambda: model.generate(input_ids=ids, attention_mask=mask, **options)
+
+
+def run_naive(model, tokenizer, ids, new_tokens: int):
+    """The paper code's shape: a Python loop over sequences every step, host syncs, and the whole
+    text re-decoded each step to look for </think>; Dirichlet top-2 mixtures while thinking."""
+    from transformers import DynamicCache
+
+    from motg_lightning.rollout import cache_keyword
+
+    embedding = model.get_input_embeddings()
+    keyword = cache_keyword(model)
+
+    @torch.no_grad()
+    def loop():
+        cache = DynamicCache(config=model.config)
+        logits = model(input_ids=ids, use_cache=True, **{keyword: cache}).logits[:, -1]
+        texts = [[] for _ in range(ids.shape[0])]
+        for _ in range(new_tokens):
+            inputs = []
+            for row in range(ids.shape[0]):
+                probs = torch.softmax(logits[row].float() / 0.9, -1)
+                top_probs, top_ids = probs.topk(2)
+                thinking = "</think>" not in tokenizer.decode(texts[row])
+                if thinking:
+                    weights = torch.distributions.Dirichlet(top_probs / top_probs.sum()).sample()
+                    index = int(torch.multinomial(weights, 1).item())
+                    token = int(top_ids[index].item())
+                    inputs.append((weights[:, None].to(embedding.weight.dtype) * embedding(top_ids)).sum(0))
+                else:
+                    token = int(torch.multinomial(probs, 1).item())
+                    inputs.append(embedding(torch.tensor(token, device=ids.device)))
+                texts[row].append(token)
+            logits = model(inputs_embeds=torch.stack(inputs)[:, None], use_cache=True, **{keyword: cache}).logits[:, -1]
+        return texts
+
+    return loop
+
+
+def measure(args) -> dict:
+    from motg_lightning.models import load_causal_lm, load_tokenizer
+
+    torch.manual_seed(0)
+    tokenizer = load_tokenizer(args.model)
+    model = load_causal_lm(args.model, dtype=args.dtype).to(args.device).eval()
+    ids, mask = prompts(tokenizer, args.batch, args.device)
+    if args.method in RULES:
+        call = run_ours(model, tokenizer, args.method, ids, mask, args.new_tokens)
+    elif args.method == "naive_loop":
+        call = run_naive(model, tokenizer, ids, args.new_tokens)
+    else:
+        call = run_hf(model, ids, mask, args.new_tokens, static=args.method == "hf_generate_static")
+    call()  # warm-up (and compilation, for the static cache)
+    cuda = args.device.startswith("cuda")
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    seconds = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        call()
+        if cuda:
+            torch.cuda.synchronize()
+        seconds.append(time.perf_counter() - start)
+    best = min(seconds)
+    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"method": args.method, "seconds": best, "tokens_per_s": args.batch * args.new_tokens / best,
+            "peak_memory_mib": peak, "memory_kind": "cuda allocated" if cuda else "process RSS"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="embedded:SmolLM2-135M-Instruct")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--methods", nargs="+", default=["hf_generate", "naive_loop", *RULES], choices=[*BASELINES, *RULES])
+    parser.add_argument("--json", type=Path, default=Path("benchmarks/results/rollout.json"))
+    parser.add_argument("--method", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.method:
+        print(json.dumps(measure(args)))
+        return
+
+    results = []
+    for method in args.methods:
+        command = [sys.executable, __file__, "--method", method, *sys.argv[1:]]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            print(f"{method}: failed\n{done.stderr[-2000:]}", file=sys.stderr)
+            continue
+        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(f"{method:<20}{results[-1]['tokens_per_s']:>10.1f} tok/s", file=sys.stderr)
+    reference = next((r["tokens_per_s"] for r in results if r["method"] == "hf_generate"), None)
+    print(f"\nmodel {args.model}, {args.device}, {args.dtype}, batch {args.batch}, {args.new_tokens} new tokens")
+    print(f"{'method':<20}{'tokens/s':>10}{'vs generate':>13}{'peak MiB':>11}")
+    for row in results:
+        ratio = row["tokens_per_s"] / reference if reference else float("nan")
+        row["vs_hf_generate"] = ratio
+        print(f"{row['method']:<20}{row['tokens_per_s']:>10.1f}{ratio:>12.2f}x{row['peak_memory_mib']:>11.0f}")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"settings": {k: v for k, v in vars(args).items() if k != "json"}, "results": results}, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
