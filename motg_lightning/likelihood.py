@@ -3,29 +3,67 @@
 The forward pass feeds the recorded input embeddings (prompt, then each step's mixture) as
 ``inputs_embeds``, so the model sees exactly what it saw while generating (METHOD.md §3). Thinking
 steps are scored by the rule's likelihood, ordinary steps by their token's log-probability.
+
+With ``chunk_size`` the vocabulary projection runs over a few steps at a time under activation
+checkpointing, so no float32 ``N × T × V`` tensor is ever held: only one ``N × chunk × V`` slice,
+recomputed in the backward pass. This needs a model whose logits are
+``get_output_embeddings()(get_decoder()(...).last_hidden_state)`` (Llama, Qwen2, Mistral, ...).
 """
 
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel
 
-from .mixture import MixtureRule
+from .mixture import MixtureRule, MixtureStep
 from .rollout import Rollout
 
 
-def trajectory_log_likelihood(model: PreTrainedModel, rule: MixtureRule, rollout: Rollout) -> Tensor:
-    """``[N, T]`` log-likelihood of every recorded step under ``model`` (differentiable)."""
+def score_steps(rule: MixtureRule, logits: Tensor, step: MixtureStep, thinking: Tensor) -> Tensor:
+    """``[n, t]`` log-likelihood of recorded steps given their ``[n, t, V]`` logits."""
+    log_probs = rule.log_probs(logits)
+    mixed = rule.step_log_likelihood(log_probs, step)
+    token = log_probs.gather(-1, step.token.unsqueeze(-1)).squeeze(-1)
+    return torch.where(thinking, mixed, token)
+
+
+def _score_chunk(rule: MixtureRule, head: nn.Module, hidden: Tensor, step: MixtureStep, thinking: Tensor) -> Tensor:
+    return score_steps(rule, head(hidden), step, thinking)
+
+
+def trajectory_log_likelihood(
+    model: PreTrainedModel, rule: MixtureRule, rollout: Rollout, chunk_size: int | None = None
+) -> Tensor:
+    """``[N, T]`` log-likelihood of every recorded step under ``model`` (differentiable).
+
+    Args:
+        chunk_size: steps per vocabulary projection; None projects all steps at once.
+    """
     steps = rollout.tokens.shape[1]
-    output = model(
+    inputs = dict(
         inputs_embeds=rollout.input_embeddings(model.get_input_embeddings(), rule),
         attention_mask=rollout.attention_mask()[:, :-1],
         position_ids=rollout.position_ids()[:, :-1],
         use_cache=False,
-        logits_to_keep=steps,
     )
-    log_probs = rule.log_probs(output.logits)
-    mixed = rule.step_log_likelihood(log_probs, rollout.step())
-    token = log_probs.gather(-1, rollout.tokens.unsqueeze(-1)).squeeze(-1)
-    return torch.where(rollout.thinking, mixed, token)
+    record = rollout.step()
+    if chunk_size is None:
+        return score_steps(rule, model(**inputs, logits_to_keep=steps).logits, record, rollout.thinking)
+
+    hidden = model.get_decoder()(**inputs).last_hidden_state[:, -steps:]
+    head = model.get_output_embeddings()
+    parts = []
+    for start in range(0, steps, chunk_size):
+        part = slice(start, start + chunk_size)
+        chunk_step = MixtureStep(
+            record.support[:, part], record.weights[:, part], record.token[:, part],
+            {name: value[:, part] for name, value in record.extras.items()},
+        )
+        arguments = (rule, head, hidden[:, part], chunk_step, rollout.thinking[:, part])
+        if torch.is_grad_enabled():
+            parts.append(checkpoint(_score_chunk, *arguments, use_reentrant=False))
+        else:
+            parts.append(_score_chunk(*arguments))
+    return torch.cat(parts, dim=1)

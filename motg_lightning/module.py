@@ -51,7 +51,11 @@ class MoTGRPOModule(L.LightningModule):
         num_iterations: optimizer steps per rollout batch; ``ℓ_old`` is stored before the first.
         scale_rewards: advantage scaling, ``group`` / ``batch`` / ``none``.
         mask_truncated_completions: leave completions that hit ``max_new_tokens`` out of the loss.
-        micro_batch_size: rollouts per forward/backward pass (memory does not grow with G).
+        micro_batch_size: rollouts per forward/backward pass at most (memory does not grow with G).
+        micro_batch_tokens: also cap a micro-batch at this many tokens (prompt + completion
+            positions); None caps by ``micro_batch_size`` alone.
+        logit_chunk_size: steps per vocabulary projection in the loss, so no float32
+            ``rollouts × steps × vocabulary`` tensor is held; None projects all steps at once.
         max_grad_norm: gradient-norm clip (paper: 0.1); None disables it.
         optimizer: optimizer factory; default ``AdamW(lr=1e-6)``.
         lr_scheduler: scheduler factory, stepped once per optimizer step.
@@ -79,6 +83,8 @@ class MoTGRPOModule(L.LightningModule):
         scale_rewards: ScaleRewards = "group",
         mask_truncated_completions: bool = False,
         micro_batch_size: int = 8,
+        micro_batch_tokens: int | None = None,
+        logit_chunk_size: int | None = 64,
         max_grad_norm: float | None = 1.0,
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
@@ -90,9 +96,13 @@ class MoTGRPOModule(L.LightningModule):
         super().__init__()
         if num_generations < 2:
             raise ValueError(f"model.num_generations={num_generations}: GRPO needs groups of at least 2.")
-        for name in ("max_new_tokens", "num_iterations", "micro_batch_size", "sync_every"):
-            if locals()[name] < 1:
-                raise ValueError(f"model.{name}={locals()[name]}: must be at least 1.")
+        at_least_one = {
+            "max_new_tokens": max_new_tokens, "num_iterations": num_iterations, "micro_batch_size": micro_batch_size,
+            "micro_batch_tokens": micro_batch_tokens, "logit_chunk_size": logit_chunk_size, "sync_every": sync_every,
+        }
+        for name, value in at_least_one.items():
+            if value is not None and value < 1:
+                raise ValueError(f"model.{name}={value}: must be at least 1.")
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         self.automatic_optimization = False
         self.mixture = mixture if mixture is not None else Dirichlet(k=2)
@@ -169,14 +179,20 @@ class MoTGRPOModule(L.LightningModule):
         return self.tokenizer.batch_decode(rows, skip_special_tokens=True)
 
     # --------------------------------------------------------------------------------- training
-    def _micro_batches(self, count: int) -> list[slice]:
+    def _micro_batches(self, rollout: Rollout) -> list[slice]:
+        """Row slices of at most ``micro_batch_size`` rollouts and ``micro_batch_tokens`` tokens."""
+        count, length = rollout.tokens.shape[0], rollout.prompt_ids.shape[1] + rollout.tokens.shape[1]
         size = self.hparams.micro_batch_size
+        if self.hparams.micro_batch_tokens is not None:
+            size = max(1, min(size, self.hparams.micro_batch_tokens // length))
         return [slice(start, min(start + size, count)) for start in range(0, count, size)]
+
+    def _log_likelihood(self, model: torch.nn.Module, rollout: Rollout) -> Tensor:
+        return trajectory_log_likelihood(model, self.mixture, rollout, self.hparams.logit_chunk_size)
 
     @torch.no_grad()
     def _log_likelihood_without_grad(self, model: torch.nn.Module, rollout: Rollout) -> Tensor:
-        parts = [trajectory_log_likelihood(model, self.mixture, rollout.select(rows)) for rows in self._micro_batches(rollout.tokens.shape[0])]
-        return torch.cat(parts)
+        return torch.cat([self._log_likelihood(model, rollout.select(rows)) for rows in self._micro_batches(rollout)])
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         hp = self.hparams
@@ -214,9 +230,9 @@ class MoTGRPOModule(L.LightningModule):
         optimizer, scheduler = self.optimizers(), self.lr_schedulers()
         sums = {name: torch.zeros((), device=self.device) for name in ("loss", "kl", "clip_fraction", "grad_norm")}
         for _ in range(hp.num_iterations):
-            for rows in self._micro_batches(rollout.tokens.shape[0]):
+            for rows in self._micro_batches(rollout):
                 mask = loss_mask[rows]
-                log_likelihood = trajectory_log_likelihood(self.policy, self.mixture, rollout.select(rows))
+                log_likelihood = self._log_likelihood(self.policy, rollout.select(rows))
                 old_rows = old[rows] if old is not None else log_likelihood.detach()
                 per_step, clipped = clipped_surrogate(log_likelihood, old_rows, advantages[rows], hp.epsilon, self.epsilon_high)
                 if reference is not None:

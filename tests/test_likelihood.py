@@ -31,3 +31,21 @@ def test_log_likelihood_is_differentiable(tiny_model, tokenizer, prompts, make_s
     grads = [p.grad for p in tiny_model.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
     tiny_model.zero_grad()
+
+
+@pytest.mark.parametrize("chunk_size", [1, 4, 100])
+def test_chunked_vocabulary_projection_gives_the_same_values_and_gradients(tiny_model, tokenizer, prompts, make_settings, chunk_size):
+    torch.manual_seed(0)
+    ids, mask = prompts
+    rule = Sampled(likelihood="weighted")
+    rollout = generate(tiny_model, rule, ids, mask, make_settings(max_new_tokens=9, thinking_budget=3))
+    results = []
+    for size in (None, chunk_size):
+        tiny_model.zero_grad()
+        values = trajectory_log_likelihood(tiny_model, rule, rollout, chunk_size=size)
+        values[rollout.loss_mask].sum().backward()
+        results.append((values.detach(), [p.grad.clone() for p in tiny_model.parameters()]))
+    tiny_model.zero_grad()
+    torch.testing.assert_close(results[0][0], results[1][0], atol=1e-5, rtol=1e-5)
+    for whole, chunked in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(whole, chunked, atol=1e-5, rtol=1e-4)

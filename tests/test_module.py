@@ -74,3 +74,11 @@ def test_validation_reports_accuracy_per_task():
 def test_invalid_settings_name_the_field(field, value):
     with pytest.raises(ValueError, match=f"model.{field}={value}"):
         MoTGRPOModule(TINY_MODEL, **{field: value})
+
+
+def test_micro_batches_respect_the_token_budget():
+    module = MoTGRPOModule(TINY_MODEL, micro_batch_size=8, micro_batch_tokens=250)
+    rollout = type("R", (), {"tokens": torch.zeros(10, 40), "prompt_ids": torch.zeros(10, 60)})()
+    assert module._micro_batches(rollout) == [slice(0, 2), slice(2, 4), slice(4, 6), slice(6, 8), slice(8, 10)]
+    unlimited = MoTGRPOModule(TINY_MODEL, micro_batch_size=8)
+    assert unlimited._micro_batches(rollout) == [slice(0, 8), slice(8, 10)]
