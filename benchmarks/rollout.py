@@ -38,7 +38,7 @@ QUESTION = "Calculate 7 + 8. Think step by step, then give the answer."
 def prompts(tokenizer, batch: int, device: str):
     text = tokenizer.apply_chat_template([{"role": "user", "content": QUESTION}], tokenize=False, add_generation_prompt=True)
     ids = tokenizer(text + "<think>\n", add_special_tokens=False, return_tensors="pt").input_ids.repeat(batch, 1)
-    return ids.to(device), torch.ones_like(ids)
+    return ids.to(device), torch.ones_like(ids).to(device)
 
 
 def run_ours(model, tokenizer, rule_name: str, ids, mask, new_tokens: int):

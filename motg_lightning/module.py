@@ -84,7 +84,7 @@ class MoTGRPOModule(L.LightningModule):
         mask_truncated_completions: bool = False,
         micro_batch_size: int = 8,
         micro_batch_tokens: int | None = None,
-        logit_chunk_size: int | None = 64,
+        logit_chunk_size: int | None = 16,
         max_grad_norm: float | None = 1.0,
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,

@@ -1,0 +1,180 @@
+"""One full GRPO step (rollout, reward, update): this library against TRL's ``GRPOTrainer``, on
+the same model, prompts, group size, prompts per step and completion length, in one run.
+
+    python benchmarks/grpo_step.py                  # CPU, embedded SmolLM2, 1 prompt x 8 x 64 tokens, fp32
+    python benchmarks/grpo_step.py --device cuda --dtype bfloat16 --model random:SmolLM2-135M-Instruct \\
+        --prompts-per-step 8 --new-tokens 256
+
+Each method runs in its own process; the first step is a warm-up and the mean of the next
+``--steps`` is reported with the process's peak memory (RSS on CPU, allocated on CUDA). EOS is
+suppressed on both sides, so every completion has exactly ``--new-tokens`` tokens and the work is
+equal. TRL is an optional dependency of this script only (``pip install trl``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+METHODS = {"trl": None, "discrete": "Discrete", "dirichlet": "Dirichlet", "sampled": "Sampled"}
+
+
+def items(args, tokenizer) -> list[dict]:
+    from motg_lightning.data import ReasoningGymDataModule, TaskSpec
+
+    data = ReasoningGymDataModule(
+        tasks=[TaskSpec("basic_arithmetic", config={"max_terms": 2, "max_digits": 1})], tokenizer=args.model,
+        train_size=args.prompts_per_step * (args.steps + 1), val_size=1, test_size=1, seed=0,
+    )
+    entries = data.generate_entries()["train"]
+    return [{"prompt_ids": data.build_prompt(tokenizer, e["question"]), "entry": e, "task": "basic_arithmetic"} for e in entries]
+
+
+def peak_memory(device: str) -> float:
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_trl(args) -> tuple[list[float], list[float]]:
+    import json as js
+
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from motg_lightning.models import load_causal_lm, load_tokenizer
+    from motg_lightning.rewards import RewardFunction
+
+    tokenizer = load_tokenizer(args.model)
+    model = load_causal_lm(args.model, dtype=args.dtype)
+    rows = items(args, tokenizer)
+    dataset = Dataset.from_list([{"prompt": tokenizer.decode(r["prompt_ids"]), "entry": js.dumps(r["entry"])} for r in rows])
+    scorer = RewardFunction()
+
+    def reward(completions, entry, **_):
+        return scorer(completions, [js.loads(e) for e in entry]).total.tolist()
+
+    class Clock(TrainerCallback):
+        def __init__(self):
+            self.marks, self.lengths = [time.perf_counter()], []
+
+        def on_step_end(self, *_, **__):
+            self.marks.append(time.perf_counter())
+
+        def on_log(self, _args, _state, _control, logs=None, **__):
+            if logs and "completions/mean_length" in logs:
+                self.lengths.append(logs["completions/mean_length"])
+
+    clock = Clock()
+    config = GRPOConfig(
+        output_dir="/tmp/grpo_step_trl", num_generations=args.group_size,
+        per_device_train_batch_size=args.group_size * args.prompts_per_step, max_completion_length=args.new_tokens,
+        temperature=0.9, beta=args.beta, learning_rate=1e-6, max_steps=args.steps + 1, logging_steps=1,
+        save_strategy="no", report_to="none", use_cpu=not args.device.startswith("cuda"),
+        bf16=args.dtype == "bfloat16", seed=0, shuffle_dataset=False,
+        generation_kwargs={"min_new_tokens": args.new_tokens},  # every completion has full length
+        gradient_checkpointing=args.gradient_checkpointing, optim="adamw_torch_fused",
+    )
+    GRPOTrainer(model=model, reward_funcs=reward, args=config, train_dataset=dataset, processing_class=tokenizer,
+                callbacks=[clock]).train()
+    return [b - a for a, b in zip(clock.marks[1:], clock.marks[2:])], clock.lengths[1:]
+
+
+def run_ours(args) -> tuple[list[float], list[float]]:
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    from motg_lightning import mixture
+    from motg_lightning.data import collate_prompts
+    from motg_lightning.models import load_tokenizer
+    from motg_lightning.module import MoTGRPOModule
+
+    tokenizer = load_tokenizer(args.model)
+    rows = items(args, tokenizer)
+
+    class Clock(L.Callback):
+        def __init__(self):
+            self.marks, self.lengths = [], []
+
+        def on_train_batch_start(self, *_):
+            self.marks.append(time.perf_counter())
+
+        def on_train_batch_end(self, trainer, *_):
+            if args.device.startswith("cuda"):
+                torch.cuda.synchronize()
+            self.marks[-1] = time.perf_counter() - self.marks[-1]
+            self.lengths.append(float(trainer.callback_metrics["train/completion_length/mean"]))
+
+    clock = Clock()
+    rule = getattr(mixture, METHODS[args.method])(temperature=0.9)
+    module = MoTGRPOModule(
+        args.model, mixture=rule, num_generations=args.group_size, max_new_tokens=args.new_tokens, stop_strings=(),
+        beta=args.beta, micro_batch_size=args.group_size * args.prompts_per_step, dtype=args.dtype,
+        gradient_checkpointing=args.gradient_checkpointing,
+        optimizer=lambda params: torch.optim.AdamW(params, lr=1e-6, fused=True),  # TRL's default optimizer
+    )
+    module.configure_model()
+    module.settings.eos_ids = torch.tensor([-1])  # every completion has full length, as TRL's min_new_tokens
+    loader = DataLoader(rows, batch_size=args.prompts_per_step, collate_fn=lambda b: collate_prompts(b, tokenizer.pad_token_id))
+    trainer = L.Trainer(
+        accelerator="gpu" if args.device.startswith("cuda") else "cpu", devices=1, max_steps=args.steps + 1,
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[clock],
+        precision="bf16-true" if args.dtype == "bfloat16" else "32-true",
+    )
+    trainer.fit(module, loader)
+    return clock.marks[1:], clock.lengths[1:]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="embedded:SmolLM2-135M-Instruct")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--group-size", type=int, default=8)
+    parser.add_argument("--prompts-per-step", type=int, default=1)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--beta", type=float, default=0.0)
+    parser.add_argument("--steps", type=int, default=3, help="measured steps after one warm-up step")
+    parser.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=True,
+                        help="on both sides (TRL's GRPOConfig turns it on by default)")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--json", type=Path, default=Path("benchmarks/results/grpo_step.json"))
+    parser.add_argument("--method", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.method:
+        torch.manual_seed(0)
+        seconds, lengths = (run_trl if args.method == "trl" else run_ours)(args)
+        print(json.dumps({"method": args.method, "seconds_per_step": sum(seconds) / len(seconds), "steps": seconds,
+                          "mean_completion_length": sum(lengths) / max(len(lengths), 1), "peak_memory_mib": peak_memory(args.device)}))
+        return
+
+    results = []
+    for method in args.methods:
+        done = subprocess.run([sys.executable, __file__, "--method", method, *sys.argv[1:]], capture_output=True, text=True)
+        if done.returncode != 0:
+            print(f"{method}: failed\n{done.stderr[-3000:]}", file=sys.stderr)
+            continue
+        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(f"{method:<12}{results[-1]['seconds_per_step']:>8.2f} s/step", file=sys.stderr)
+    trl = next((r for r in results if r["method"] == "trl"), None)
+    print(f"\nmodel {args.model}, {args.device}, {args.dtype}, {args.prompts_per_step} prompt(s) x {args.group_size} "
+          f"x {args.new_tokens} tokens, beta {args.beta}, gradient checkpointing {args.gradient_checkpointing}")
+    print(f"{'method':<12}{'s/step':>8}{'vs TRL':>9}{'peak MiB':>10}{'mean len':>10}")
+    for row in results:
+        row["time_vs_trl"] = row["seconds_per_step"] / trl["seconds_per_step"] if trl else float("nan")
+        print(f"{row['method']:<12}{row['seconds_per_step']:>8.2f}{row['time_vs_trl']:>8.2f}x"
+              f"{row['peak_memory_mib']:>10.0f}{row['mean_completion_length']:>10.1f}")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"settings": {k: v for k, v in vars(args).items() if k != "json"}, "results": results}, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
