@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
-from transformers import DynamicCache, PreTrainedModel, StaticCache
+from transformers import Cache, DynamicCache, PreTrainedModel, StaticCache
 
 from .mixture import Discrete, MixtureRule, MixtureStep, sample_index, weight_entropy
 from .stops import TokenPatterns
@@ -121,7 +121,8 @@ class RolloutSettings:
         max_new_tokens: steps at most.
         sync_every: steps between checks of whether every sequence has stopped.
         static_cache: preallocate the KV cache for ``P + max_new_tokens`` positions instead of
-            growing it by concatenation every step.
+            growing it by concatenation every step. Either way each distinct prompt is run once
+            and its cache shared by its copies (:func:`prefill`).
     """
 
     think_end: TokenPatterns
@@ -134,6 +135,31 @@ class RolloutSettings:
     force_answer_on_eos: bool = False
     sync_every: int = 16
     static_cache: bool = True
+
+
+def prefill(model: PreTrainedModel, prompt_ids: Tensor, prompt_mask: Tensor, static_length: int | None) -> tuple[Tensor, Cache]:
+    """Run each distinct prompt once and share its KV cache with its copies (a GRPO group).
+
+    Returns the ``[N, V]`` next-token logits of every row and a cache holding every row's prompt:
+    a :class:`StaticCache` of ``static_length`` positions, or a growing :class:`DynamicCache`.
+    """
+    prompt_length = prompt_ids.shape[1]
+    distinct, row_of = torch.unique(torch.cat([prompt_ids, prompt_mask.long()], dim=1), dim=0, return_inverse=True)
+    ids, mask = distinct[:, :prompt_length], distinct[:, prompt_length:]
+    shared = DynamicCache(config=model.config)
+    output = model(
+        inputs_embeds=model.get_input_embeddings()(ids), attention_mask=mask,
+        position_ids=(mask.cumsum(-1) - 1).clamp_min(0), use_cache=True, logits_to_keep=1,
+        **{cache_keyword(model): shared},
+    )
+    logits = output.logits[:, -1][row_of]
+    if static_length is None:
+        shared.batch_select_indices(row_of)
+        return logits, shared
+    cache = StaticCache(config=model.config, max_cache_len=static_length)
+    for index, layer in enumerate(shared.layers):
+        cache.update(layer.keys[row_of], layer.values[row_of], index)
+    return logits, cache
 
 
 @torch.no_grad()
@@ -160,11 +186,6 @@ def generate(
     attention = torch.ones(n, prompt_length + steps, dtype=torch.long, device=device)
     attention[:, :prompt_length] = prompt_mask.long()
     positions = (prompt_mask.long().cumsum(-1) - 1).clamp_min(0)
-    if settings.static_cache:
-        cache = StaticCache(config=model.config, max_cache_len=prompt_length + steps)
-    else:
-        cache = DynamicCache(config=model.config)
-    cache_kw = {cache_keyword(model): cache}
 
     record = {
         "tokens": torch.full((n, steps), settings.pad_id, dtype=torch.long, device=device),
@@ -187,14 +208,12 @@ def generate(
     window = torch.full((n, window_width), -1, dtype=torch.long, device=device)
 
     with eval_mode(model):
-        output = model(
-            inputs_embeds=embedding(prompt_ids), attention_mask=attention[:, :prompt_length],
-            position_ids=positions, use_cache=True, logits_to_keep=1, **cache_kw,
-        )
+        logits, cache = prefill(model, prompt_ids, prompt_mask, prompt_length + steps if settings.static_cache else None)
+        cache_kw = {cache_keyword(model): cache}
         next_position = positions[:, -1:] + 1
         used = steps
         for t in range(steps):
-            log_probs = rule.log_probs(output.logits[:, -1])
+            log_probs = rule.log_probs(logits)
             mixed = rule.choose(log_probs)
             sampled = mixed.token if isinstance(rule, Discrete) else sample_index(log_probs.exp())
 
@@ -238,11 +257,11 @@ def generate(
                 break
             if t + 1 == steps:
                 break
-            output = model(
+            logits = model(
                 inputs_embeds=rule.embed(embedding, support, weights)[:, None],
                 attention_mask=attention[:, : prompt_length + t + 1],
                 position_ids=next_position + t, use_cache=True, **cache_kw,
-            )
+            ).logits[:, -1]
 
     trimmed = {name: value[:, :used] for name, value in record.items()}
     return Rollout(

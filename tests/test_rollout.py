@@ -115,3 +115,15 @@ def test_fast_path_gives_the_same_trajectories_as_the_plain_path(tiny_model, tok
     assert torch.equal(runs[0].support, runs[1].support)
     torch.testing.assert_close(runs[0].weights, runs[1].weights)
     torch.testing.assert_close(runs[0].log_likelihood, runs[1].log_likelihood, atol=1e-5, rtol=1e-5)
+
+
+def test_each_distinct_prompt_is_prefilled_once(tiny_model, prompts, make_settings):
+    ids, mask = prompts  # two prompts, three copies each
+    batch_sizes = []
+    hook = tiny_model.register_forward_pre_hook(lambda module, args, kwargs: batch_sizes.append(kwargs["inputs_embeds"].shape[0]), with_kwargs=True)
+    try:
+        rollout = generate(tiny_model, Discrete(), ids, mask, make_settings(max_new_tokens=3))
+    finally:
+        hook.remove()
+    assert batch_sizes == [2, 6, 6]
+    assert rollout.tokens.shape == (6, 3)
