@@ -23,13 +23,13 @@ from pathlib import Path
 
 import torch
 
-RULES = {
-    "discrete": "Discrete()",
-    "topk": "TopK(k=2)",
-    "dirichlet": "Dirichlet(k=2)",
-    "sampled": "Sampled(k=2)",
-    "nucleus": "Nucleus(k=2)",
-    "elementwise_max": "ElementwiseMax(k=2)",
+RULES = {  # benchmark name -> (class in motg_lightning.mixture, its options)
+    "discrete": ("Discrete", {}),
+    "topk": ("TopK", {"k": 2}),
+    "dirichlet": ("Dirichlet", {"k": 2}),
+    "sampled": ("Sampled", {"k": 2}),
+    "nucleus": ("Nucleus", {"k": 2}),
+    "elementwise_max": ("ElementwiseMax", {"k": 2}),
 }
 BASELINES = ["hf_generate", "hf_generate_static", "naive_loop"]
 QUESTION = "Calculate 7 + 8. Think step by step, then give the answer."
@@ -46,7 +46,8 @@ def run_ours(model, tokenizer, rule_name: str, ids, mask, new_tokens: int):
     from motg_lightning.rollout import RolloutSettings, generate
     from motg_lightning.stops import TokenPatterns
 
-    rule = eval(RULES[rule_name], vars(mixture))  # a fixed table above, not user input
+    class_name, options = RULES[rule_name]
+    rule = getattr(mixture, class_name)(**options)
     settings = RolloutSettings(
         think_end=TokenPatterns.from_strings(tokenizer, ["</think>"]), stop=TokenPatterns([]),
         eos_ids=torch.tensor([-1]), pad_id=tokenizer.pad_token_id, forced_ids=torch.tensor([], dtype=torch.long),
