@@ -6,9 +6,10 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 ScaleRewards = Literal["group", "batch", "none"]
+LossType = Literal["grpo", "bnpo", "dr_grpo", "dapo"]
 
 
 def group_advantages(rewards: Tensor, group_size: int, scale_rewards: ScaleRewards = "group", eps: float = 1e-4) -> Tensor:
@@ -65,3 +66,44 @@ def token_mean(values: Tensor, mask: Tensor, total_tokens: Tensor | int | None =
     """
     denominator = mask.sum() if total_tokens is None else total_tokens
     return (values * mask).sum() / torch.as_tensor(denominator, device=values.device).clamp_min(1)
+
+
+def aggregate_loss(
+    per_step: Tensor, mask: Tensor, loss_type: LossType, batch_tokens: Tensor, batch_sequences: int, max_new_tokens: int
+) -> Tensor:
+    """One micro-batch's share of the batch loss; the shares of all micro-batches add up to it.
+
+    Args:
+        per_step: ``[n, T]`` per-step loss of the micro-batch; ``mask`` which steps count.
+        loss_type: TRL's aggregations. ``grpo``: mean over each sequence's steps, then over
+            sequences (DeepSeekMath); ``bnpo`` and ``dapo``: mean over all steps of the batch (DAPO,
+            arXiv 2503.14476; ``dapo`` counts the steps of every process, see ``batch_tokens``);
+            ``dr_grpo``: sum divided by sequences × ``max_new_tokens`` (Dr. GRPO, arXiv 2503.20783).
+        batch_tokens: steps of the whole batch that count (for ``dapo``, all processes' count
+            divided by the number of processes, as gradients are averaged across them).
+        batch_sequences: sequences of the whole batch on this process.
+    """
+    masked = per_step * mask
+    if loss_type == "grpo":
+        return (masked.sum(-1) / mask.sum(-1).clamp_min(1)).sum() / batch_sequences
+    if loss_type in ("bnpo", "dapo"):
+        return masked.sum() / torch.as_tensor(batch_tokens, device=per_step.device).clamp_min(1)
+    if loss_type == "dr_grpo":
+        return masked.sum() / (batch_sequences * max_new_tokens)
+    raise ValueError(f"loss_type={loss_type!r}: choose grpo, bnpo, dr_grpo or dapo.")
+
+
+def high_entropy_mask(entropy: Tensor, mask: Tensor, top_entropy_quantile: float) -> Tensor:
+    """Steps among the ``top_entropy_quantile`` fraction of highest entropy (Wang et al., "Beyond
+    the 80/20 rule", arXiv 2506.01939; TRL's ``top_entropy_quantile``); 1.0 keeps every step."""
+    if top_entropy_quantile >= 1.0 or not mask.any():
+        return mask
+    threshold = torch.quantile(entropy[mask].float(), 1.0 - top_entropy_quantile)
+    return mask & (entropy >= threshold)
+
+
+@torch.no_grad()
+def sync_reference(reference: nn.Module, policy: nn.Module, alpha: float) -> None:
+    """``θ_ref ← (1 − α) θ_ref + α θ`` (TR-DPO, arXiv 2404.09656; TRL's ``sync_ref_model``)."""
+    for target, source in zip(reference.parameters(), policy.parameters(), strict=True):
+        target.mul_(1.0 - alpha).add_(source.detach().to(target.dtype), alpha=alpha)

@@ -19,7 +19,10 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 from torchmetrics import MeanMetric
 
-from .grpo import ScaleRewards, clipped_surrogate, group_advantages, k3_kl, token_mean
+from .grpo import (
+    LossType, ScaleRewards, aggregate_loss, clipped_surrogate, group_advantages, high_entropy_mask, k3_kl,
+    sync_reference, token_mean,
+)
 from .likelihood import trajectory_log_likelihood
 from .metrics import completions_markdown, masked_mean, rollout_metrics
 from .mixture import Dirichlet, MixtureRule
@@ -49,6 +52,13 @@ class MoTGRPOModule(L.LightningModule):
         epsilon, epsilon_high: clipping range ``[1 − ε, 1 + ε_high]`` of the ratio (DAPO's
             asymmetric clip when they differ, arXiv 2503.14476); ``epsilon_high`` defaults to ε.
         num_iterations: optimizer steps per rollout batch; ``ℓ_old`` is stored before the first.
+        loss_type: aggregation of per-step losses, as TRL's (:func:`motg_lightning.grpo.aggregate_loss`):
+            ``grpo``, ``bnpo``, ``dr_grpo`` or ``dapo`` (token mean over the batch, TRL's default).
+        top_entropy_quantile: train the policy term only on this fraction of highest-entropy steps
+            (arXiv 2506.01939); entropy is the sampling distribution's at rollout time. 1.0 keeps all.
+        sync_ref_model: move the reference towards the policy every ``ref_model_sync_steps``
+            optimizer steps by ``ref_model_mixup_alpha`` (TR-DPO, arXiv 2404.09656); needs beta ≠ 0.
+            The reference is then saved in checkpoints.
         scale_rewards: advantage scaling, ``group`` / ``batch`` / ``none``.
         mask_truncated_completions: leave completions that hit ``max_new_tokens`` out of the loss.
         micro_batch_size: rollouts per forward/backward pass at most (memory does not grow with G).
@@ -80,6 +90,11 @@ class MoTGRPOModule(L.LightningModule):
         epsilon: float = 0.2,
         epsilon_high: float | None = None,
         num_iterations: int = 1,
+        loss_type: LossType = "dapo",
+        top_entropy_quantile: float = 1.0,
+        sync_ref_model: bool = False,
+        ref_model_sync_steps: int = 512,
+        ref_model_mixup_alpha: float = 0.6,
         scale_rewards: ScaleRewards = "group",
         mask_truncated_completions: bool = False,
         micro_batch_size: int = 8,
@@ -99,10 +114,17 @@ class MoTGRPOModule(L.LightningModule):
         at_least_one = {
             "max_new_tokens": max_new_tokens, "num_iterations": num_iterations, "micro_batch_size": micro_batch_size,
             "micro_batch_tokens": micro_batch_tokens, "logit_chunk_size": logit_chunk_size, "sync_every": sync_every,
+            "ref_model_sync_steps": ref_model_sync_steps,
         }
         for name, value in at_least_one.items():
             if value is not None and value < 1:
                 raise ValueError(f"model.{name}={value}: must be at least 1.")
+        if not 0 < top_entropy_quantile <= 1:
+            raise ValueError(f"model.top_entropy_quantile={top_entropy_quantile}: must be in (0, 1]; 1.0 trains on every step.")
+        if not 0 <= ref_model_mixup_alpha <= 1:
+            raise ValueError(f"model.ref_model_mixup_alpha={ref_model_mixup_alpha}: must be in [0, 1].")
+        if sync_ref_model and beta == 0:
+            raise ValueError("model.sync_ref_model=true needs a reference model: set model.beta to a non-zero value.")
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         self.automatic_optimization = False
         self.mixture = mixture if mixture is not None else Dirichlet(k=2)
@@ -225,6 +247,9 @@ class MoTGRPOModule(L.LightningModule):
         and gradient norm averaged over the iterations."""
         hp = self.hparams
         total_tokens = loss_mask.sum()
+        if hp.loss_type == "dapo":  # every process's steps count; gradients are averaged over processes
+            total_tokens = self.trainer.strategy.reduce(total_tokens.float(), reduce_op="mean")
+        policy_mask = high_entropy_mask(rollout.entropy, loss_mask, hp.top_entropy_quantile)
         old = self._log_likelihood_without_grad(self.policy, rollout) if hp.num_iterations > 1 else None
         reference = self._log_likelihood_without_grad(self.reference, rollout) if hp.beta != 0 else None
         optimizer, scheduler = self.optimizers(), self.lr_schedulers()
@@ -235,14 +260,15 @@ class MoTGRPOModule(L.LightningModule):
                 log_likelihood = self._log_likelihood(self.policy, rollout.select(rows))
                 old_rows = old[rows] if old is not None else log_likelihood.detach()
                 per_step, clipped = clipped_surrogate(log_likelihood, old_rows, advantages[rows], hp.epsilon, self.epsilon_high)
+                per_step = per_step * policy_mask[rows]
                 if reference is not None:
                     kl = k3_kl(log_likelihood, reference[rows])
                     per_step = per_step + hp.beta * kl
-                    sums["kl"] += token_mean(kl.detach(), mask, total_tokens)
-                loss = token_mean(per_step, mask, total_tokens)
+                    sums["kl"] += token_mean(kl.detach(), mask, loss_mask.sum())
+                loss = aggregate_loss(per_step, mask, hp.loss_type, total_tokens, loss_mask.shape[0], hp.max_new_tokens)
                 self.manual_backward(loss)
                 sums["loss"] += loss.detach()
-                sums["clip_fraction"] += token_mean(clipped.float(), mask, total_tokens)
+                sums["clip_fraction"] += token_mean(clipped.float(), mask, loss_mask.sum())
             sums["grad_norm"] += self._gradient_norm()
             if hp.max_grad_norm is not None:
                 self.clip_gradients(optimizer, gradient_clip_val=hp.max_grad_norm, gradient_clip_algorithm="norm")
@@ -250,6 +276,8 @@ class MoTGRPOModule(L.LightningModule):
             optimizer.zero_grad(set_to_none=True)
             if scheduler is not None:
                 scheduler.step()
+            if hp.sync_ref_model and self.global_step % hp.ref_model_sync_steps == 0:
+                sync_reference(self.reference, self.policy, hp.ref_model_mixup_alpha)
         averages = {name: value / hp.num_iterations for name, value in sums.items()}
         if reference is None:
             del averages["kl"]
@@ -259,6 +287,15 @@ class MoTGRPOModule(L.LightningModule):
         experiment = getattr(self.logger, "experiment", None)
         if hasattr(experiment, "add_text"):
             experiment.add_text("train/completions", completions_markdown(questions, completions, rewards), self.global_step)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.hparams.sync_ref_model:  # the reference has moved away from the initial weights
+            checkpoint["reference_state_dict"] = self.reference.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "reference_state_dict" in checkpoint:
+            self.configure_model()
+            self.reference.load_state_dict(checkpoint["reference_state_dict"])
 
     # ------------------------------------------------------------------------------- evaluation
     def _accuracy_metric(self, task: str) -> MeanMetric:

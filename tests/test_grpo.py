@@ -1,7 +1,10 @@
 import pytest
 import torch
 
-from motg_lightning.grpo import clipped_surrogate, group_advantages, k3_kl, token_mean, zero_variance_groups
+from motg_lightning.grpo import (
+    aggregate_loss, clipped_surrogate, group_advantages, high_entropy_mask, k3_kl, sync_reference, token_mean,
+    zero_variance_groups,
+)
 
 
 def test_group_advantages_on_hand_numbers():
@@ -59,3 +62,45 @@ def test_token_mean_over_micro_batches_adds_up_to_the_batch_mean():
     parts = token_mean(values[:1], mask[:1], mask.sum()) + token_mean(values[1:], mask[1:], mask.sum())
     torch.testing.assert_close(whole, torch.tensor((0 + 1 + 4 + 5 + 6 + 7) / 6))
     torch.testing.assert_close(parts, whole)
+
+
+LOSSES = torch.tensor([[1.0, 2.0, 3.0, 0.0], [4.0, 0.0, 0.0, 0.0]])
+MASK = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0]]).bool()
+
+
+@pytest.mark.parametrize("loss_type, expected", [
+    ("grpo", (2.0 + 4.0) / 2),      # sequence means 2 and 4, averaged
+    ("bnpo", 10.0 / 4),             # all four counted steps
+    ("dapo", 10.0 / 4),
+    ("dr_grpo", 10.0 / (2 * 8)),    # 2 sequences x max_new_tokens 8
+])
+def test_loss_aggregations_on_hand_numbers(loss_type, expected):
+    value = aggregate_loss(LOSSES, MASK, loss_type, batch_tokens=MASK.sum(), batch_sequences=2, max_new_tokens=8)
+    torch.testing.assert_close(value, torch.tensor(expected))
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dapo", "dr_grpo"])
+def test_micro_batch_shares_add_up_to_the_batch_loss(loss_type):
+    whole = aggregate_loss(LOSSES, MASK, loss_type, MASK.sum(), 2, 8)
+    parts = sum(aggregate_loss(LOSSES[i : i + 1], MASK[i : i + 1], loss_type, MASK.sum(), 2, 8) for i in range(2))
+    torch.testing.assert_close(parts, whole)
+
+
+def test_unknown_loss_type_is_rejected():
+    with pytest.raises(ValueError, match="loss_type='ppo'"):
+        aggregate_loss(LOSSES, MASK, "ppo", MASK.sum(), 2, 8)
+
+
+def test_high_entropy_mask_keeps_the_top_quantile_of_counted_steps():
+    entropy = torch.tensor([[0.1, 0.9, 0.5, 5.0], [0.7, 9.0, 9.0, 9.0]])
+    kept = high_entropy_mask(entropy, MASK, top_entropy_quantile=0.5)
+    assert kept.tolist() == [[False, True, False, False], [True, False, False, False]]
+    assert torch.equal(high_entropy_mask(entropy, MASK, 1.0), MASK)
+
+
+def test_sync_reference_mixes_parameters():
+    policy, reference = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+    expected = [0.4 * r.detach() + 0.6 * p.detach() for r, p in zip(reference.parameters(), policy.parameters())]
+    sync_reference(reference, policy, alpha=0.6)
+    for value, target in zip(reference.parameters(), expected):
+        torch.testing.assert_close(value, target)

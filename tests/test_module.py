@@ -70,7 +70,10 @@ def test_validation_reports_accuracy_per_task():
     assert set(results[0]) == {"val/accuracy", "val/accuracy/basic_arithmetic"}
 
 
-@pytest.mark.parametrize("field, value", [("num_generations", 1), ("micro_batch_size", 0), ("max_new_tokens", 0)])
+@pytest.mark.parametrize("field, value", [
+    ("num_generations", 1), ("micro_batch_size", 0), ("max_new_tokens", 0), ("top_entropy_quantile", 0.0),
+    ("ref_model_mixup_alpha", 1.5),
+])
 def test_invalid_settings_name_the_field(field, value):
     with pytest.raises(ValueError, match=f"model.{field}={value}"):
         MoTGRPOModule(TINY_MODEL, **{field: value})
@@ -82,3 +85,26 @@ def test_micro_batches_respect_the_token_budget():
     assert module._micro_batches(rollout) == [slice(0, 2), slice(2, 4), slice(4, 6), slice(6, 8), slice(8, 10)]
     unlimited = MoTGRPOModule(TINY_MODEL, micro_batch_size=8)
     assert unlimited._micro_batches(rollout) == [slice(0, 8), slice(8, 10)]
+
+
+def test_sync_without_a_reference_model_is_rejected():
+    with pytest.raises(ValueError, match="model.sync_ref_model=true needs a reference model: set model.beta"):
+        MoTGRPOModule(TINY_MODEL, beta=0.0, sync_ref_model=True)
+
+
+def test_reference_follows_the_policy_when_synced_and_is_checkpointed(tmp_path):
+    L.seed_everything(0)
+    module = MoTGRPOModule(
+        TINY_MODEL, reward=RewardByLength(), num_generations=4, max_new_tokens=6, beta=0.1, sync_ref_model=True,
+        ref_model_sync_steps=2, ref_model_mixup_alpha=1.0, loss_type="grpo", top_entropy_quantile=0.5,
+        optimizer=lambda p: torch.optim.SGD(p, lr=1.0),
+    )
+    module.configure_model()
+    initial = [p.detach().clone() for p in module.policy.parameters()]
+    run = trainer(max_steps=2, enable_checkpointing=True, default_root_dir=tmp_path)
+    run.fit(module, datamodule())
+    assert any(not torch.equal(a, b) for a, b in zip(initial, module.policy.parameters()))
+    for policy, reference in zip(module.policy.parameters(), module.reference.parameters()):
+        assert torch.equal(policy, reference), "alpha=1 at step 2 copies the policy"
+    checkpoint = torch.load(next(tmp_path.rglob("*.ckpt")), weights_only=False)
+    assert "reference_state_dict" in checkpoint
