@@ -22,7 +22,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-Likelihood = Literal["representative", "weighted"]
+Likelihood = Literal["representative", "weighted", "density", "sum"]
 
 
 @dataclass
@@ -88,13 +88,15 @@ class MixtureRule(ABC):
             the gradient flowing through ``w̃`` (the paper's "different tokens" runs).
     """
 
+    LIKELIHOODS: tuple[str, ...] = ("representative", "weighted")
+
     def __init__(self, k: int = 2, temperature: float = 0.9, likelihood: Likelihood = "representative"):
         if k < 1:
             raise ValueError(f"mixture k={k}: the support size must be at least 1 (k=1 is discrete decoding).")
         if not temperature > 0:
             raise ValueError(f"mixture temperature={temperature}: must be > 0 (the paper uses 0.9).")
-        if likelihood not in ("representative", "weighted"):
-            raise ValueError(f"mixture likelihood={likelihood!r}: choose 'representative' or 'weighted'.")
+        if likelihood not in self.LIKELIHOODS:
+            raise ValueError(f"mixture likelihood={likelihood!r}: choose one of {', '.join(self.LIKELIHOODS)}.")
         self.k = k
         self.temperature = temperature
         self.likelihood = likelihood
@@ -158,7 +160,11 @@ class Dirichlet(MixtureRule):
     Args:
         alpha: concentration scale α; larger values keep ``w`` closer to ``q``.
         min_concentration: floor of ``α q`` so the Gamma sampler never sees 0 (which gives NaN).
+        likelihood: besides ``representative`` and ``weighted``, ``density``: the log Dirichlet
+            density of the recorded weights under ``α q_θ`` (CoT2, arXiv 2505.23648).
     """
+
+    LIKELIHOODS = ("representative", "weighted", "density")
 
     def __init__(
         self,
@@ -176,12 +182,24 @@ class Dirichlet(MixtureRule):
 
     def choose(self, log_probs: Tensor) -> MixtureStep:
         support, q = self._top_k(log_probs)
-        concentration = (self.alpha * q).clamp_min(self.min_concentration)
+        concentration = self.concentration(log_probs, support)
         weights = torch.distributions.Dirichlet(concentration).sample()
         # Gamma draws of very small concentrations can underflow to all zeros; fall back to q.
         valid = torch.isfinite(weights).all(-1, keepdim=True) & (weights.sum(-1, keepdim=True) > 0)
         weights = torch.where(valid, renormalise(weights.nan_to_num(0.0)), q)
         return MixtureStep(support, weights, draw_representative(support, weights))
+
+    def concentration(self, log_probs: Tensor, support: Tensor) -> Tensor:
+        """``α q`` with ``q`` the distribution renormalised on ``support``, floored."""
+        q = torch.softmax(log_probs.gather(-1, support), dim=-1)
+        return (self.alpha * q).clamp_min(self.min_concentration)
+
+    def step_log_likelihood(self, log_probs: Tensor, step: MixtureStep) -> Tensor:
+        if self.likelihood != "density":
+            return super().step_log_likelihood(log_probs, step)
+        # Weights that underflowed to 0 would have density 0; keep them at the smallest normal float.
+        weights = renormalise(step.weights.clamp_min(torch.finfo(step.weights.dtype).tiny))
+        return torch.distributions.Dirichlet(self.concentration(log_probs, step.support)).log_prob(weights)
 
 
 class Sampled(MixtureRule):

@@ -57,3 +57,19 @@ def test_print_config_shows_the_resolved_configuration():
 def test_a_wrong_task_name_fails_before_training(tmp_path):
     with pytest.raises(ValueError, match="unknown Reasoning-Gym task 'basic_arith'"):
         fit(tmp_path, "--data.tasks=[{name: basic_arith}]")
+
+
+METHOD_CONFIGS = sorted((ROOT / "configs" / "methods").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("method", METHOD_CONFIGS, ids=lambda path: path.stem)
+def test_every_method_config_trains(tmp_path, method):
+    import yaml
+
+    cli = fit(tmp_path, "--config", str(method), "--trainer.max_steps=1", "--trainer.limit_val_batches=0")
+    configured = yaml.safe_load(method.read_text())["model"]["mixture"]
+    assert type(cli.model.mixture).__name__ == configured["class_path"].rsplit(".", 1)[1]
+    for name, value in configured["init_args"].items():
+        assert getattr(cli.model.mixture, name) == value
+    assert cli.trainer.global_step == 1
+    assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])

@@ -3,11 +3,13 @@ import torch
 
 from motg_lightning.likelihood import trajectory_log_likelihood
 from motg_lightning.mixture import Dirichlet, Discrete, ElementwiseMax, Nucleus, Sampled, TopK
+from motg_lightning.related_rules import Gumbel, Multiplex
 from motg_lightning.rollout import generate
 
 RULES = [
     Discrete(), TopK(), TopK(likelihood="weighted"), Dirichlet(), Dirichlet(likelihood="weighted"),
     Sampled(likelihood="weighted"), Nucleus(k=3), ElementwiseMax(likelihood="weighted"),
+    Dirichlet(likelihood="density"), Gumbel(), Multiplex(), Multiplex(weighting="renormalised", likelihood="weighted"),
 ]
 
 

@@ -1,0 +1,100 @@
+"""Mixture rules of related soft-token RL methods, each with the step likelihood its paper trains.
+
+* :class:`Gumbel` -- SofT-GRPO (arXiv 2511.06411): Gumbel-perturbed top-k log-probabilities
+  through a tempered softmax; the likelihood is the Gumbel density of the perturbed values.
+* :class:`Multiplex` -- Multiplex Thinking (arXiv 2601.08808) and CoT2's multi-token sampling
+  (arXiv 2505.23648): K i.i.d. samples; the likelihood is the sum of their log-probabilities.
+
+(The Dirichlet density of CoT2 is ``Dirichlet(likelihood="density")`` in :mod:`.mixture`.)
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from .mixture import Likelihood, MixtureRule, MixtureStep, draw_representative, renormalise, sample_index
+
+
+def gumbel_log_density(values: Tensor, location: Tensor) -> Tensor:
+    """``log f(z; μ, 1) = −(z − μ) − exp(−(z − μ))`` of a standard-scale Gumbel, elementwise."""
+    shifted = values - location
+    return -shifted - torch.exp(-shifted)
+
+
+class Gumbel(MixtureRule):
+    """SofT-GRPO's rule: support the top k of ``p``; ``z = log q + g`` with ``q = p`` renormalised
+    on the support and ``g ~ Gumbel(0, 1)``; weights ``softmax(z / gumbel_temperature)``; the
+    representative token is ``argmax z`` (a Gumbel-max sample of ``q``).
+
+    The likelihood (``likelihood="density"``) is ``Σ_i log Gumbel(z_i; log q_θ,i, 1)``, the
+    density of the recorded perturbed values under the current policy; ``z`` is kept in
+    ``extras["perturbed"]``.
+
+    Args:
+        gumbel_temperature: τ_g of the softmax over perturbed log-probabilities.
+    """
+
+    LIKELIHOODS = ("density", "representative", "weighted")
+
+    def __init__(
+        self, k: int = 3, temperature: float = 1.0, likelihood: Likelihood = "density", gumbel_temperature: float = 0.5
+    ):
+        super().__init__(k, temperature, likelihood)
+        if not gumbel_temperature > 0:
+            raise ValueError(f"gumbel gumbel_temperature={gumbel_temperature}: must be > 0.")
+        self.gumbel_temperature = gumbel_temperature
+
+    def choose(self, log_probs: Tensor) -> MixtureStep:
+        top_log_probs, support = log_probs.topk(min(self.k, log_probs.shape[-1]), dim=-1)
+        log_q = torch.log_softmax(top_log_probs, dim=-1)
+        uniform = torch.rand_like(log_q).clamp(torch.finfo(log_q.dtype).tiny, 1.0)
+        perturbed = log_q - torch.log(-torch.log(uniform))
+        weights = torch.softmax(perturbed / self.gumbel_temperature, dim=-1)
+        token = support.gather(-1, perturbed.argmax(-1, keepdim=True)).squeeze(-1)
+        return MixtureStep(support, weights, token, {"perturbed": perturbed})
+
+    def step_log_likelihood(self, log_probs: Tensor, step: MixtureStep) -> Tensor:
+        if self.likelihood != "density":
+            return super().step_log_likelihood(log_probs, step)
+        log_q = torch.log_softmax(log_probs.gather(-1, step.support), dim=-1)
+        return gumbel_log_density(step.extras["perturbed"], log_q).sum(-1)
+
+
+class Multiplex(MixtureRule):
+    """K tokens drawn i.i.d. from ``p`` (with replacement) and mixed, as in Multiplex Thinking and
+    CoT2's multi-token sampling. ``k = 1`` is ordinary sampling.
+
+    The likelihood (``likelihood="sum"``) is ``Σ_i log π(S_i)``, the log-probability of the K
+    independent draws.
+
+    Args:
+        weighting: ``uniform`` (1/K each) or ``renormalised`` (``p`` renormalised on the draws).
+    """
+
+    LIKELIHOODS = ("sum", "representative", "weighted")
+
+    def __init__(
+        self, k: int = 3, temperature: float = 1.0, likelihood: Likelihood = "sum",
+        weighting: Literal["uniform", "renormalised"] = "uniform",
+    ):
+        super().__init__(k, temperature, likelihood)
+        if weighting not in ("uniform", "renormalised"):
+            raise ValueError(f"multiplex weighting={weighting!r}: choose 'uniform' or 'renormalised'.")
+        self.weighting = weighting
+
+    def choose(self, log_probs: Tensor) -> MixtureStep:
+        probs = log_probs.exp()
+        support = torch.stack([sample_index(probs) for _ in range(self.k)], dim=-1)
+        if self.weighting == "uniform":
+            weights = torch.full(support.shape, 1.0 / self.k, device=probs.device)
+        else:
+            weights = renormalise(probs.gather(-1, support))
+        return MixtureStep(support, weights, draw_representative(support, weights))
+
+    def step_log_likelihood(self, log_probs: Tensor, step: MixtureStep) -> Tensor:
+        if self.likelihood != "sum":
+            return super().step_log_likelihood(log_probs, step)
+        return log_probs.gather(-1, step.support).sum(-1)
