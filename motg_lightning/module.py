@@ -46,6 +46,9 @@ class MoTGRPOModule(L.LightningModule):
         forced_answer: text appended by budget forcing; forced tokens are not trained on.
         force_answer_on_eos: when the model draws EOS while still thinking, append
             ``forced_answer`` instead of stopping (needs ``forced_answer``; not in the paper).
+        cold_stop_entropy, cold_stop_steps: Soft Thinking's cold stop (arXiv 2505.15778): append
+            ``forced_answer`` after ``cold_stop_steps`` consecutive thinking steps whose next-token
+            entropy is below ``cold_stop_entropy`` nats; None disables it.
         think_end: marker that ends the thinking phase.
         stop_strings: strings that end a completion besides EOS.
         beta: weight of the k3 KL to a frozen copy of the initial model (paper: 0.1; 0 loads none).
@@ -84,6 +87,8 @@ class MoTGRPOModule(L.LightningModule):
         thinking_budget: int | None = None,
         forced_answer: str = "</think>\n<answer>",
         force_answer_on_eos: bool = False,
+        cold_stop_entropy: float | None = None,
+        cold_stop_steps: int = 8,
         think_end: str = "</think>",
         stop_strings: Sequence[str] = ("</answer>",),
         beta: float = 0.0,
@@ -114,7 +119,7 @@ class MoTGRPOModule(L.LightningModule):
         at_least_one = {
             "max_new_tokens": max_new_tokens, "num_iterations": num_iterations, "micro_batch_size": micro_batch_size,
             "micro_batch_tokens": micro_batch_tokens, "logit_chunk_size": logit_chunk_size, "sync_every": sync_every,
-            "ref_model_sync_steps": ref_model_sync_steps,
+            "ref_model_sync_steps": ref_model_sync_steps, "cold_stop_steps": cold_stop_steps,
         }
         for name, value in at_least_one.items():
             if value is not None and value < 1:
@@ -147,7 +152,7 @@ class MoTGRPOModule(L.LightningModule):
             self._frozen["reference"] = reference
         self.tokenizer = load_tokenizer(hp.model_name_or_path)
         eos = {self.tokenizer.eos_token_id, *_as_list(self.policy.generation_config.eos_token_id)} - {None}
-        forcing = hp.thinking_budget is not None or hp.force_answer_on_eos
+        forcing = hp.thinking_budget is not None or hp.force_answer_on_eos or hp.cold_stop_entropy is not None
         forced = self.tokenizer.encode(hp.forced_answer, add_special_tokens=False) if forcing else []
         self.settings = RolloutSettings(
             think_end=TokenPatterns.from_strings(self.tokenizer, [hp.think_end]),
@@ -157,6 +162,8 @@ class MoTGRPOModule(L.LightningModule):
             forced_ids=torch.tensor(forced, dtype=torch.long),
             thinking_budget=hp.thinking_budget,
             force_answer_on_eos=hp.force_answer_on_eos,
+            cold_stop_entropy=hp.cold_stop_entropy,
+            cold_stop_steps=hp.cold_stop_steps,
             max_new_tokens=hp.max_new_tokens,
             sync_every=hp.sync_every,
         )

@@ -118,6 +118,9 @@ class RolloutSettings:
         thinking_budget: thinking steps before forcing starts; None never forces.
         force_answer_on_eos: an EOS drawn while thinking starts forcing instead of ending the
             sequence (the model said it was done; the answer is opened for it).
+        cold_stop_entropy, cold_stop_steps: Soft Thinking's "cold stop" (arXiv 2505.15778):
+            after ``cold_stop_steps`` consecutive thinking steps whose next-token entropy is below
+            ``cold_stop_entropy`` nats, forcing starts; None never stops cold.
         max_new_tokens: steps at most.
         sync_every: steps between checks of whether every sequence has stopped.
         static_cache: preallocate the KV cache for ``P + max_new_tokens`` positions instead of
@@ -133,6 +136,8 @@ class RolloutSettings:
     thinking_budget: int | None
     max_new_tokens: int
     force_answer_on_eos: bool = False
+    cold_stop_entropy: float | None = None
+    cold_stop_steps: int = 8
     sync_every: int = 16
     static_cache: bool = True
 
@@ -179,8 +184,10 @@ def generate(
     window_width = max(think_end.width, stop.width)
     budget = settings.thinking_budget if settings.thinking_budget is not None else steps + 1
     force_on_eos = settings.force_answer_on_eos
+    cold_entropy = settings.cold_stop_entropy if settings.cold_stop_entropy is not None else -1.0
     if forced_ids.numel() == 0:  # nothing to force: never start
         forced_ids, budget, force_on_eos = torch.tensor([settings.pad_id], device=device), steps + 1, False
+        cold_entropy = -1.0
 
     embedding = model.get_input_embeddings()
     attention = torch.ones(n, prompt_length + steps, dtype=torch.long, device=device)
@@ -204,6 +211,7 @@ def generate(
     thinking = torch.ones(n, dtype=torch.bool, device=device)
     finished = torch.zeros(n, dtype=torch.bool, device=device)
     think_steps = torch.zeros(n, dtype=torch.long, device=device)
+    cold_run = torch.zeros(n, dtype=torch.long, device=device)  # consecutive low-entropy thinking steps
     force_at = torch.full((n,), -1, dtype=torch.long, device=device)  # index into forced_ids, -1 = off
     window = torch.full((n, window_width), -1, dtype=torch.long, device=device)
 
@@ -219,7 +227,8 @@ def generate(
 
             may_force = thinking & (force_at < 0)
             ends_early = may_force & torch.isin(mixed.token, eos_ids) if force_on_eos else False
-            force_at = torch.where(may_force & ((think_steps >= budget) | ends_early), 0, force_at)
+            stop_now = (think_steps >= budget) | (cold_run >= settings.cold_stop_steps) | ends_early
+            force_at = torch.where(may_force & stop_now, 0, force_at)
             forcing = force_at >= 0
             use_mixture = thinking & ~forcing
             token = torch.where(forcing, forced_ids[force_at.clamp_min(0)], torch.where(thinking, mixed.token, sampled))
@@ -239,7 +248,8 @@ def generate(
             record["log_likelihood"][:, t] = torch.where(
                 use_mixture, rule.step_log_likelihood(log_probs, chosen), token_log_likelihood
             )
-            record["entropy"][:, t] = -(log_probs.exp() * log_probs).sum(-1)
+            entropy = -(log_probs.exp() * log_probs).sum(-1)
+            record["entropy"][:, t] = entropy
             record["weight_entropy"][:, t] = weight_entropy(weights)
             for name, value in mixed.extras.items():
                 extras.setdefault(name, torch.zeros(n, steps, *value.shape[1:], dtype=value.dtype, device=device))
@@ -247,6 +257,7 @@ def generate(
 
             window = torch.cat([window[:, 1:], token[:, None]], dim=1)
             think_steps += (thinking & active).long()
+            cold_run = torch.where(use_mixture & active & (entropy < cold_entropy), cold_run + 1, 0)
             force_at = torch.where(forcing, force_at + 1, force_at)
             force_at = torch.where(force_at >= forced_ids.numel(), -1, force_at)
             thinking = thinking & ~think_end.matches(window)

@@ -59,6 +59,12 @@ def test_a_wrong_task_name_fails_before_training(tmp_path):
         fit(tmp_path, "--data.tasks=[{name: basic_arith}]")
 
 
+def configured_model_options(path):
+    import yaml
+
+    return {name: value for name, value in yaml.safe_load(path.read_text())["model"].items() if name != "mixture"}
+
+
 METHOD_CONFIGS = sorted((ROOT / "configs" / "methods").glob("*.yaml"))
 
 
@@ -71,5 +77,7 @@ def test_every_method_config_trains(tmp_path, method):
     assert type(cli.model.mixture).__name__ == configured["class_path"].rsplit(".", 1)[1]
     for name, value in configured["init_args"].items():
         assert getattr(cli.model.mixture, name) == value
+    for name, value in configured_model_options(method).items():
+        assert cli.model.hparams[name] == value
     assert cli.trainer.global_step == 1
     assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])

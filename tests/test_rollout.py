@@ -127,3 +127,18 @@ def test_each_distinct_prompt_is_prefilled_once(tiny_model, prompts, make_settin
         hook.remove()
     assert batch_sizes == [2, 6, 6]
     assert rollout.tokens.shape == (6, 3)
+
+
+def test_cold_stop_forces_the_answer_after_a_run_of_confident_steps(tiny_model, tokenizer, prompts, make_settings):
+    import dataclasses
+
+    ids, mask = prompts
+    confident = {step: 42 for step in range(3)}  # steps 0-2 put all mass on one token: entropy ~ 0
+    scripted = _ScriptedModel(tiny_model, confident)
+    settings = dataclasses.replace(make_settings(max_new_tokens=14, stop=()), cold_stop_entropy=0.01, cold_stop_steps=3)
+    rollout = generate(scripted, Dirichlet(), ids, mask, settings)
+    forced = settings.forced_ids.tolist()
+    assert all(row[3 : 3 + len(forced)] == forced for row in rollout.tokens.tolist()), "steps 0-2 confident, forcing from step 3"
+    assert rollout.thinking[:, :3].all() and not rollout.thinking[:, 3:].any()
+    unchanged = generate(_ScriptedModel(tiny_model, confident), Dirichlet(), ids, mask, make_settings(max_new_tokens=14, stop=()))
+    assert not unchanged.forced.any(), "without a cold-stop threshold nothing is forced"
