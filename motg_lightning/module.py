@@ -153,6 +153,11 @@ class MoTGRPOModule(L.LightningModule):
         self.tokenizer = load_tokenizer(hp.model_name_or_path)
         eos = {self.tokenizer.eos_token_id, *_as_list(self.policy.generation_config.eos_token_id)} - {None}
         forcing = hp.thinking_budget is not None or hp.force_answer_on_eos or hp.cold_stop_entropy is not None
+        if forcing and hp.think_end not in hp.forced_answer:
+            raise ValueError(
+                f"model.forced_answer={hp.forced_answer!r} must contain model.think_end={hp.think_end!r}: "
+                "forcing ends the thinking phase by writing its end marker."
+            )
         forced = self.tokenizer.encode(hp.forced_answer, add_special_tokens=False) if forcing else []
         self.settings = RolloutSettings(
             think_end=TokenPatterns.from_strings(self.tokenizer, [hp.think_end]),
@@ -177,8 +182,10 @@ class MoTGRPOModule(L.LightningModule):
     @property
     def reference(self) -> torch.nn.Module | None:
         reference = self._frozen.get("reference")
-        if reference is not None and reference.device != self.device:
-            reference.to(self.device)
+        if reference is not None:  # follow the policy's device and the precision plugin's dtype
+            dtype = next(self.policy.parameters()).dtype
+            if reference.device != self.device or next(reference.parameters()).dtype != dtype:
+                reference.to(device=self.device, dtype=dtype)
         return reference
 
     def configure_optimizers(self) -> Any:

@@ -259,8 +259,9 @@ def generate(
             think_steps += (thinking & active).long()
             cold_run = torch.where(use_mixture & active & (entropy < cold_entropy), cold_run + 1, 0)
             force_at = torch.where(forcing, force_at + 1, force_at)
-            force_at = torch.where(force_at >= forced_ids.numel(), -1, force_at)
-            thinking = thinking & ~think_end.matches(window)
+            forced_all = force_at >= forced_ids.numel()
+            force_at = torch.where(forced_all, -1, force_at)
+            thinking = thinking & ~think_end.matches(window) & ~forced_all  # forcing always ends thinking
             finished = finished | torch.isin(token, eos_ids) | stop.matches(window)
 
             if (t + 1) % settings.sync_every == 0 and bool(finished.all()):

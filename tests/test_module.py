@@ -108,3 +108,16 @@ def test_reference_follows_the_policy_when_synced_and_is_checkpointed(tmp_path):
         assert torch.equal(policy, reference), "alpha=1 at step 2 copies the policy"
     checkpoint = torch.load(next(tmp_path.rglob("*.ckpt")), weights_only=False)
     assert "reference_state_dict" in checkpoint
+
+
+def test_forced_answer_must_close_the_thinking_phase():
+    module = MoTGRPOModule(TINY_MODEL, thinking_budget=4, forced_answer="\n<answer>")
+    with pytest.raises(ValueError, match="model.forced_answer='\\\\n<answer>' must contain model.think_end='</think>'"):
+        module.configure_model()
+
+
+def test_reference_follows_the_policy_dtype():
+    module = MoTGRPOModule(TINY_MODEL, beta=0.1)
+    module.configure_model()
+    module.policy.to(torch.bfloat16)  # what a bf16-true precision plugin does to the module's children
+    assert next(module.reference.parameters()).dtype == torch.bfloat16
