@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import lightning as L
@@ -21,14 +21,14 @@ from torchmetrics import MeanMetric
 
 from .grpo import (
     LossType, ScaleRewards, aggregate_loss, clipped_surrogate, group_advantages, high_entropy_mask, k3_kl,
-    sync_reference, token_mean,
+    sync_reference, token_mean, zero_variance_groups,
 )
 from .likelihood import trajectory_log_likelihood
 from .metrics import completions_markdown, masked_mean, rollout_metrics
 from .mixture import Dirichlet, MixtureRule
 from .models import EMBEDDED_MODEL, DType, load_causal_lm, load_tokenizer
-from .rewards import RewardFunction
-from .rollout import Rollout, RolloutSettings, generate
+from .rewards import RewardFunction, RewardOutput
+from .rollout import Rollout, RolloutSettings, concatenate, generate
 from .stops import TokenPatterns
 
 
@@ -64,6 +64,10 @@ class MoTGRPOModule(L.LightningModule):
             The reference is then saved in checkpoints.
         scale_rewards: advantage scaling, ``group`` / ``batch`` / ``none``.
         mask_truncated_completions: leave completions that hit ``max_new_tokens`` out of the loss.
+        dynamic_sampling: DAPO's dynamic sampling (arXiv 2503.14476): drop groups whose rewards
+            are all equal and roll out further prompts from the training data until the batch is
+            full again, for at most ``max_sampling_rounds`` rollouts per step (then train on the
+            groups found). Needs a datamodule.
         micro_batch_size: rollouts per forward/backward pass at most (memory does not grow with G).
         micro_batch_tokens: also cap a micro-batch at this many tokens (prompt + completion
             positions); None caps by ``micro_batch_size`` alone.
@@ -102,6 +106,8 @@ class MoTGRPOModule(L.LightningModule):
         ref_model_mixup_alpha: float = 0.6,
         scale_rewards: ScaleRewards = "group",
         mask_truncated_completions: bool = False,
+        dynamic_sampling: bool = False,
+        max_sampling_rounds: int = 3,
         micro_batch_size: int = 8,
         micro_batch_tokens: int | None = None,
         logit_chunk_size: int | None = 16,
@@ -120,6 +126,7 @@ class MoTGRPOModule(L.LightningModule):
             "max_new_tokens": max_new_tokens, "num_iterations": num_iterations, "micro_batch_size": micro_batch_size,
             "micro_batch_tokens": micro_batch_tokens, "logit_chunk_size": logit_chunk_size, "sync_every": sync_every,
             "ref_model_sync_steps": ref_model_sync_steps, "cold_stop_steps": cold_stop_steps,
+            "max_sampling_rounds": max_sampling_rounds,
         }
         for name, value in at_least_one.items():
             if value is not None and value < 1:
@@ -140,6 +147,7 @@ class MoTGRPOModule(L.LightningModule):
         self.policy: torch.nn.Module | None = None
         self._frozen: dict[str, torch.nn.Module] = {}  # the reference model, kept out of checkpoints
         self.eval_accuracy = torch.nn.ModuleDict()
+        self._refill: Iterator[dict[str, Any]] | None = None  # extra prompts for dynamic sampling
 
     # ----------------------------------------------------------------------------------- set-up
     def configure_model(self) -> None:
@@ -230,10 +238,56 @@ class MoTGRPOModule(L.LightningModule):
     def _log_likelihood_without_grad(self, model: torch.nn.Module, rollout: Rollout) -> Tensor:
         return torch.cat([self._log_likelihood(model, rollout.select(rows)) for rows in self._micro_batches(rollout)])
 
+    def _scored_rollout(self, batch: dict[str, Any]) -> tuple[Rollout, list[str], list[dict], RewardOutput, float]:
+        rollout, completions, entries, seconds = self.rollout(batch, self.hparams.num_generations)
+        return rollout, completions, entries, self.reward(completions, entries), seconds
+
+    def _next_refill_batch(self) -> dict[str, Any]:
+        """The next batch of a separate pass over the training data (cycled)."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None:
+            raise ValueError("model.dynamic_sampling=true draws extra prompts from a datamodule; pass one to fit().")
+        for _ in range(2):
+            if self._refill is None:
+                self._refill = iter(datamodule.train_dataloader())
+            try:
+                return self.trainer.strategy.batch_to_device(next(self._refill))
+            except StopIteration:
+                self._refill = None
+        raise ValueError("model.dynamic_sampling=true: the training data is empty.")
+
+    def _dynamic_sample(self, batch: dict[str, Any]) -> tuple[Rollout, list[str], list[dict], RewardOutput, float, int]:
+        """Keep groups with reward variance, rolling out more prompts until the batch is full."""
+        group, wanted = self.hparams.num_generations, batch["prompt_ids"].shape[0]
+        kept: list[tuple[Rollout, list[str], list[dict], RewardOutput]] = []
+        found, seconds, rounds, first = 0, 0.0, 0, None
+        while found < wanted and rounds < self.hparams.max_sampling_rounds:
+            rollout, completions, entries, rewards, spent = self._scored_rollout(batch if rounds == 0 else self._next_refill_batch())
+            first = first or (rollout, completions, entries, rewards)
+            seconds, rounds = seconds + spent, rounds + 1
+            varied = (~zero_variance_groups(rewards.total, group)).nonzero().flatten().tolist()[: wanted - found]
+            rows = [g * group + i for g in varied for i in range(group)]
+            if rows:
+                index = torch.tensor(rows)
+                kept.append((rollout.select(index.to(rollout.tokens.device)), [completions[r] for r in rows],
+                             [entries[r] for r in rows], _select_rewards(rewards, index)))
+                found += len(varied)
+        if not kept:  # nothing varied: the first batch (all advantages zero) keeps the step going
+            return (*first, seconds, rounds)
+        rewards = RewardOutput(
+            total=torch.cat([k[3].total for k in kept]), correct=torch.cat([k[3].correct for k in kept]),
+            terms={name: torch.cat([k[3].terms[name] for k in kept]) for name in kept[0][3].terms},
+            scorer_errors=sum(k[3].scorer_errors for k in kept),
+        )
+        return (concatenate([k[0] for k in kept]), [c for k in kept for c in k[1]], [e for k in kept for e in k[2]],
+                rewards, seconds, rounds)
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         hp = self.hparams
-        rollout, completions, entries, seconds = self.rollout(batch, hp.num_generations)
-        rewards = self.reward(completions, entries)
+        if hp.dynamic_sampling:
+            rollout, completions, entries, rewards, seconds, rounds = self._dynamic_sample(batch)
+        else:
+            (rollout, completions, entries, rewards, seconds), rounds = self._scored_rollout(batch), 1
         advantages = group_advantages(rewards.total, hp.num_generations, hp.scale_rewards).to(self.device)
         loss_mask = rollout.loss_mask
         if hp.mask_truncated_completions:
@@ -242,6 +296,7 @@ class MoTGRPOModule(L.LightningModule):
 
         stats = {**rollout_metrics(rollout, rewards, hp.num_generations, seconds), **update}
         stats["lr"] = self.optimizers().param_groups[0]["lr"]
+        stats["sampling_rounds"] = float(rounds)
         if self.device.type == "cuda":
             stats["peak_memory_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
         reward = stats.pop("reward")
@@ -342,6 +397,11 @@ class MoTGRPOModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_evaluation("test")
+
+
+def _select_rewards(rewards: RewardOutput, rows: Tensor) -> RewardOutput:
+    terms = {name: value[rows] for name, value in rewards.terms.items()}
+    return RewardOutput(rewards.total[rows], terms, rewards.correct[rows], rewards.scorer_errors)
 
 
 def _as_list(value: Any) -> list:

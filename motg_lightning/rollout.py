@@ -89,6 +89,41 @@ class Rollout:
         return torch.cat([embedding(self.prompt_ids), steps], dim=1)
 
 
+def concatenate(parts: list[Rollout]) -> Rollout:
+    """Rows of several rollouts in one, prompts left-padded and steps right-padded to fit.
+
+    Padding steps are outside the completion and hold token 0 with weights ``(1, 0, ...)``, so
+    their rebuilt input is a plain token embedding.
+    """
+    prompt_length = max(part.prompt_ids.shape[1] for part in parts)
+    steps = max(part.tokens.shape[1] for part in parts)
+
+    def pad(value: Tensor, width: int, dim: int, left: bool, fill: float) -> Tensor:
+        missing = width - value.shape[dim]
+        if missing == 0:
+            return value
+        shape = list(value.shape)
+        shape[dim] = missing
+        filler = torch.full(shape, fill, dtype=value.dtype, device=value.device)
+        return torch.cat([filler, value] if left else [value, filler], dim=dim)
+
+    def join(values: list[Tensor], width: int | None, left: bool = False, fill: float = 0) -> Tensor:
+        return torch.cat([value if width is None else pad(value, width, 1, left, fill) for value in values])
+
+    fields = {
+        "prompt_ids": join([p.prompt_ids for p in parts], prompt_length, left=True),
+        "prompt_mask": join([p.prompt_mask for p in parts], prompt_length, left=True, fill=False),
+        "truncated": join([p.truncated for p in parts], None),
+    }
+    for name in ("tokens", "support", "thinking", "forced", "completion_mask", "log_likelihood", "entropy", "weight_entropy"):
+        fields[name] = join([getattr(p, name) for p in parts], steps)
+    first_slot = [torch.nn.functional.one_hot(torch.zeros(p.weights.shape[0], steps - p.weights.shape[1], dtype=torch.long, device=p.weights.device),
+                                              p.weights.shape[2]).to(p.weights.dtype) for p in parts]
+    fields["weights"] = torch.cat([torch.cat([p.weights, slot], dim=1) for p, slot in zip(parts, first_slot)])
+    extras = {name: join([p.extras[name] for p in parts], steps) for name in parts[0].extras}
+    return Rollout(**fields, extras=extras)
+
+
 def cache_keyword(model: PreTrainedModel) -> str:
     """``cache`` on transformers ≥ 5.20 (where ``past_key_values`` is deprecated), else the old name."""
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"

@@ -26,9 +26,10 @@ class RewardByLength(RewardFunction):
 
 
 def datamodule(**kwargs):
+    options = dict(train_size=8, val_size=4, test_size=4, batch_size=2, eval_batch_size=4)
     return ReasoningGymDataModule(
         tasks=[TaskSpec("basic_arithmetic", config={"max_terms": 2, "max_digits": 1})], tokenizer=TINY_MODEL,
-        train_size=8, val_size=4, test_size=4, batch_size=2, eval_batch_size=4, **kwargs,
+        **{**options, **kwargs},
     )
 
 
@@ -121,3 +122,36 @@ def test_reference_follows_the_policy_dtype():
     module.configure_model()
     module.policy.to(torch.bfloat16)  # what a bf16-true precision plugin does to the module's children
     assert next(module.reference.parameters()).dtype == torch.bfloat16
+
+
+class RewardOnlyForSomeQuestions(RewardFunction):
+    """Equal rewards (no variance) for questions whose text has even length, varied otherwise."""
+
+    def __call__(self, completions, entries):
+        output = super().__call__(completions, entries)
+        output.total = torch.tensor([float(len(c)) if len(e["question"]) % 2 else 1.0 for c, e in zip(completions, entries)])
+        return output
+
+
+def test_dynamic_sampling_fills_the_batch_with_groups_that_have_variance():
+    L.seed_everything(0)
+    module = MoTGRPOModule(TINY_MODEL, reward=RewardOnlyForSomeQuestions(), num_generations=2, max_new_tokens=4,
+                           dynamic_sampling=True, max_sampling_rounds=6)
+    seen = []
+    original = module._policy_update
+
+    def record(rollout, advantages, loss_mask):
+        seen.append(advantages.reshape(-1, 2))
+        return original(rollout, advantages, loss_mask)
+
+    module._policy_update = record
+    refills = []
+    draw = module._next_refill_batch
+    module._next_refill_batch = lambda: refills.append(1) or draw()
+    run = trainer(max_steps=3)
+    run.fit(module, datamodule(train_size=16))
+    assert len(seen) == 3
+    for advantages in seen:
+        assert advantages.shape[0] == 2, "two prompts per step, as the batch size"
+        assert (advantages.abs().sum(-1) > 0).all(), "every kept group has reward variance"
+    assert refills, "some groups had no variance, so extra prompts were rolled out"

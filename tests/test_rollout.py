@@ -142,3 +142,20 @@ def test_cold_stop_forces_the_answer_after_a_run_of_confident_steps(tiny_model, 
     assert rollout.thinking[:, :3].all() and not rollout.thinking[:, 3:].any()
     unchanged = generate(_ScriptedModel(tiny_model, confident), Dirichlet(), ids, mask, make_settings(max_new_tokens=14, stop=()))
     assert not unchanged.forced.any(), "without a cold-stop threshold nothing is forced"
+
+
+def test_concatenated_rollouts_keep_every_row_and_its_likelihood(tiny_model, tokenizer, prompts, make_settings):
+    from motg_lightning.likelihood import trajectory_log_likelihood
+    from motg_lightning.rollout import concatenate
+
+    ids, mask = prompts
+    torch.manual_seed(0)
+    rule = Dirichlet()
+    short = generate(tiny_model, rule, ids[:3, 4:], mask[:3, 4:], make_settings(max_new_tokens=5))
+    long = generate(tiny_model, rule, ids[3:], mask[3:], make_settings(max_new_tokens=9))
+    both = concatenate([short, long])
+    assert both.tokens.shape == (6, 9) and both.prompt_ids.shape == (6, ids.shape[1])
+    assert torch.equal(both.completion_mask[:3, :5], short.completion_mask) and not both.completion_mask[:3, 5:].any()
+    recomputed = trajectory_log_likelihood(tiny_model, rule, both)
+    expected = torch.cat([short.log_likelihood[short.completion_mask], long.log_likelihood[long.completion_mask]])
+    torch.testing.assert_close(recomputed[both.completion_mask], expected, atol=1e-4, rtol=1e-4)
