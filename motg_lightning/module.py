@@ -21,14 +21,15 @@ from torchmetrics import MeanMetric
 
 from .grpo import (
     LossType, ScaleRewards, aggregate_loss, clipped_surrogate, group_advantages, high_entropy_mask, k3_kl,
-    sync_reference, token_mean, zero_variance_groups,
+    sync_reference, token_mean,
 )
+from .dynamic_sampling import dynamic_sample
 from .likelihood import trajectory_log_likelihood
 from .metrics import completions_markdown, masked_mean, rollout_metrics
 from .mixture import Dirichlet, MixtureRule
 from .models import EMBEDDED_MODEL, DType, load_causal_lm, load_tokenizer
 from .rewards import RewardFunction, RewardOutput
-from .rollout import Rollout, RolloutSettings, concatenate, generate
+from .rollout import Rollout, RolloutSettings, generate
 from .stops import TokenPatterns
 
 
@@ -137,6 +138,12 @@ class MoTGRPOModule(L.LightningModule):
             raise ValueError(f"model.ref_model_mixup_alpha={ref_model_mixup_alpha}: must be in [0, 1].")
         if sync_ref_model and beta == 0:
             raise ValueError("model.sync_ref_model=true needs a reference model: set model.beta to a non-zero value.")
+        forcing = thinking_budget is not None or force_answer_on_eos or cold_stop_entropy is not None
+        if forcing and think_end not in forced_answer:
+            raise ValueError(
+                f"model.forced_answer={forced_answer!r} must contain model.think_end={think_end!r}: "
+                "forcing ends the thinking phase by writing its end marker."
+            )
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         self.automatic_optimization = False
         self.mixture = mixture if mixture is not None else Dirichlet(k=2)
@@ -161,11 +168,6 @@ class MoTGRPOModule(L.LightningModule):
         self.tokenizer = load_tokenizer(hp.model_name_or_path)
         eos = {self.tokenizer.eos_token_id, *_as_list(self.policy.generation_config.eos_token_id)} - {None}
         forcing = hp.thinking_budget is not None or hp.force_answer_on_eos or hp.cold_stop_entropy is not None
-        if forcing and hp.think_end not in hp.forced_answer:
-            raise ValueError(
-                f"model.forced_answer={hp.forced_answer!r} must contain model.think_end={hp.think_end!r}: "
-                "forcing ends the thinking phase by writing its end marker."
-            )
         forced = self.tokenizer.encode(hp.forced_answer, add_special_tokens=False) if forcing else []
         self.settings = RolloutSettings(
             think_end=TokenPatterns.from_strings(self.tokenizer, [hp.think_end]),
@@ -256,36 +258,12 @@ class MoTGRPOModule(L.LightningModule):
                 self._refill = None
         raise ValueError("model.dynamic_sampling=true: the training data is empty.")
 
-    def _dynamic_sample(self, batch: dict[str, Any]) -> tuple[Rollout, list[str], list[dict], RewardOutput, float, int]:
-        """Keep groups with reward variance, rolling out more prompts until the batch is full."""
-        group, wanted = self.hparams.num_generations, batch["prompt_ids"].shape[0]
-        kept: list[tuple[Rollout, list[str], list[dict], RewardOutput]] = []
-        found, seconds, rounds, first = 0, 0.0, 0, None
-        while found < wanted and rounds < self.hparams.max_sampling_rounds:
-            rollout, completions, entries, rewards, spent = self._scored_rollout(batch if rounds == 0 else self._next_refill_batch())
-            first = first or (rollout, completions, entries, rewards)
-            seconds, rounds = seconds + spent, rounds + 1
-            varied = (~zero_variance_groups(rewards.total, group)).nonzero().flatten().tolist()[: wanted - found]
-            rows = [g * group + i for g in varied for i in range(group)]
-            if rows:
-                index = torch.tensor(rows)
-                kept.append((rollout.select(index.to(rollout.tokens.device)), [completions[r] for r in rows],
-                             [entries[r] for r in rows], _select_rewards(rewards, index)))
-                found += len(varied)
-        if not kept:  # nothing varied: the first batch (all advantages zero) keeps the step going
-            return (*first, seconds, rounds)
-        rewards = RewardOutput(
-            total=torch.cat([k[3].total for k in kept]), correct=torch.cat([k[3].correct for k in kept]),
-            terms={name: torch.cat([k[3].terms[name] for k in kept]) for name in kept[0][3].terms},
-            scorer_errors=sum(k[3].scorer_errors for k in kept),
-        )
-        return (concatenate([k[0] for k in kept]), [c for k in kept for c in k[1]], [e for k in kept for e in k[2]],
-                rewards, seconds, rounds)
-
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         hp = self.hparams
         if hp.dynamic_sampling:
-            rollout, completions, entries, rewards, seconds, rounds = self._dynamic_sample(batch)
+            rollout, completions, entries, rewards, seconds, rounds = dynamic_sample(
+                batch, self._scored_rollout, self._next_refill_batch, hp.num_generations, hp.max_sampling_rounds
+            )
         else:
             (rollout, completions, entries, rewards, seconds), rounds = self._scored_rollout(batch), 1
         advantages = group_advantages(rewards.total, hp.num_generations, hp.scale_rewards).to(self.device)
@@ -397,11 +375,6 @@ class MoTGRPOModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_evaluation("test")
-
-
-def _select_rewards(rewards: RewardOutput, rows: Tensor) -> RewardOutput:
-    terms = {name: value[rows] for name, value in rewards.terms.items()}
-    return RewardOutput(rewards.total[rows], terms, rewards.correct[rows], rewards.scorer_errors)
 
 
 def _as_list(value: Any) -> list:

@@ -112,9 +112,8 @@ def test_reference_follows_the_policy_when_synced_and_is_checkpointed(tmp_path):
 
 
 def test_forced_answer_must_close_the_thinking_phase():
-    module = MoTGRPOModule(TINY_MODEL, thinking_budget=4, forced_answer="\n<answer>")
     with pytest.raises(ValueError, match="model.forced_answer='\\\\n<answer>' must contain model.think_end='</think>'"):
-        module.configure_model()
+        MoTGRPOModule(TINY_MODEL, thinking_budget=4, forced_answer="\n<answer>")
 
 
 def test_reference_follows_the_policy_dtype():
