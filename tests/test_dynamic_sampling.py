@@ -1,0 +1,56 @@
+import torch
+
+from motg_lightning.dynamic_sampling import dynamic_sample
+from motg_lightning.rewards import RewardOutput
+from motg_lightning.rollout import Rollout
+
+
+def fake_rollout(rows: int, steps: int, tag: int) -> Rollout:
+    zeros = torch.zeros(rows, steps)
+    return Rollout(
+        prompt_ids=torch.full((rows, 3), tag), prompt_mask=torch.ones(rows, 3, dtype=torch.bool),
+        tokens=torch.full((rows, steps), tag), support=torch.full((rows, steps, 1), tag), weights=torch.ones(rows, steps, 1),
+        thinking=torch.zeros(rows, steps, dtype=torch.bool), forced=torch.zeros(rows, steps, dtype=torch.bool),
+        completion_mask=torch.ones(rows, steps, dtype=torch.bool), truncated=torch.zeros(rows, dtype=torch.bool),
+        log_likelihood=zeros, entropy=zeros, weight_entropy=zeros,
+    )
+
+
+def scripted(rewards_per_round):
+    """roll_out() returning, round after round, the given group rewards (2 groups of 2)."""
+    calls = []
+
+    def roll_out(batch):
+        total = torch.tensor(rewards_per_round[len(calls)], dtype=torch.float32)
+        tag = len(calls)
+        calls.append(batch)
+        output = RewardOutput(total, {"correctness": total}, total == 1.0, scorer_errors=1)
+        return fake_rollout(4, 2 + tag, tag), [f"c{tag}{i}" for i in range(4)], [{"round": tag}] * 4, output, 1.5
+
+    return roll_out, calls
+
+
+BATCH = {"prompt_ids": torch.zeros(2, 3)}
+
+
+def test_groups_without_variance_are_replaced_from_further_batches():
+    roll_out, calls = scripted([[1, 1, 0, 1], [0, 0, 1, 1], [0, 1, 1, 1]])
+    rollout, completions, entries, rewards, seconds, rounds = dynamic_sample(BATCH, roll_out, lambda: {"extra": True}, 2, 5)
+    assert rounds == 3 and seconds == 4.5 and calls[1:] == [{"extra": True}] * 2
+    assert rewards.total.tolist() == [0.0, 1.0, 0.0, 1.0], "second group of round 0, first group of round 2"
+    assert completions == ["c02", "c03", "c20", "c21"] and [e["round"] for e in entries] == [0, 0, 2, 2]
+    assert rollout.tokens.shape == (4, 4) and rollout.tokens[:2, :2].eq(0).all() and rollout.tokens[2:].eq(2).all()
+    assert not rollout.completion_mask[:2, 2:].any(), "the shorter round's rows are padded outside the completion"
+
+
+def test_rounds_are_bounded_and_a_batch_without_signal_is_returned_as_it_is():
+    roll_out, calls = scripted([[1, 1, 0, 0], [1, 1, 1, 1]])
+    rollout, completions, _, rewards, _, rounds = dynamic_sample(BATCH, roll_out, lambda: {}, 2, 2)
+    assert rounds == 2 and len(calls) == 2
+    assert completions == ["c00", "c01", "c02", "c03"] and rewards.total.tolist() == [1.0, 1.0, 0.0, 0.0]
+
+
+def test_a_full_first_batch_needs_no_more_rollouts():
+    roll_out, calls = scripted([[0, 1, 1, 0]])
+    *_, rounds = dynamic_sample(BATCH, roll_out, lambda: {}, 2, 3)
+    assert rounds == 1 and len(calls) == 1
