@@ -293,7 +293,8 @@ class MoTGRPOModule(L.LightningModule):
         """``num_iterations`` optimizer steps over micro-batches; returns loss, KL, clip fraction
         and gradient norm averaged over the iterations."""
         hp = self.hparams
-        total_tokens = loss_mask.sum()
+        counted = loss_mask.sum()
+        total_tokens = counted
         if hp.loss_type == "dapo":  # every process's steps count; gradients are averaged over processes
             total_tokens = self.trainer.strategy.reduce(total_tokens.float(), reduce_op="mean")
         policy_mask = high_entropy_mask(rollout.entropy, loss_mask, hp.top_entropy_quantile)
@@ -311,11 +312,11 @@ class MoTGRPOModule(L.LightningModule):
                 if reference is not None:
                     kl = k3_kl(log_likelihood, reference[rows])
                     per_step = per_step + hp.beta * kl
-                    sums["kl"] += token_mean(kl.detach(), mask, loss_mask.sum())
+                    sums["kl"] += token_mean(kl.detach(), mask, counted)
                 loss = aggregate_loss(per_step, mask, hp.loss_type, total_tokens, loss_mask.shape[0], hp.max_new_tokens)
                 self.manual_backward(loss)
                 sums["loss"] += loss.detach()
-                sums["clip_fraction"] += token_mean(clipped.float(), mask, loss_mask.sum())
+                sums["clip_fraction"] += token_mean(clipped.float(), mask, counted)
             sums["grad_norm"] += self._gradient_norm()
             if hp.max_grad_norm is not None:
                 self.clip_gradients(optimizer, gradient_clip_val=hp.max_grad_norm, gradient_clip_algorithm="norm")

@@ -24,6 +24,11 @@ from .mixture import Discrete, MixtureRule, MixtureStep, sample_index, weight_en
 from .stops import TokenPatterns
 
 
+def prompt_positions(prompt_mask: Tensor) -> Tensor:
+    """Position ids of left-padded prompts: each prompt counts from its first real token."""
+    return (prompt_mask.long().cumsum(-1) - 1).clamp_min(0)
+
+
 @dataclass
 class Rollout:
     """A batch of generated trajectories. ``N`` sequences, prompt length ``P``, ``T`` steps.
@@ -62,10 +67,9 @@ class Rollout:
         """Steps the policy chose itself: completion steps that were not forced."""
         return self.completion_mask & ~self.forced
 
-    def step(self, rows: slice | Tensor = slice(None)) -> MixtureStep:
-        """The recorded steps of some rows as a :class:`MixtureStep` of shape ``[n, T, ...]``."""
-        extras = {name: value[rows] for name, value in self.extras.items()}
-        return MixtureStep(self.support[rows], self.weights[rows], self.tokens[rows], extras)
+    def step(self) -> MixtureStep:
+        """The recorded steps as a :class:`MixtureStep` of shape ``[N, T, ...]``."""
+        return MixtureStep(self.support, self.weights, self.tokens, dict(self.extras))
 
     def select(self, rows: slice | Tensor) -> "Rollout":
         """The rollout restricted to some rows (a micro-batch)."""
@@ -74,9 +78,9 @@ class Rollout:
 
     def position_ids(self) -> Tensor:
         """``[N, P + T]`` positions: prompts count from their first real token."""
-        prompt_positions = (self.prompt_mask.long().cumsum(-1) - 1).clamp_min(0)
+        prompt = prompt_positions(self.prompt_mask)
         steps = torch.arange(1, self.tokens.shape[1] + 1, device=self.tokens.device)
-        return torch.cat([prompt_positions, prompt_positions[:, -1:] + steps], dim=1)
+        return torch.cat([prompt, prompt[:, -1:] + steps], dim=1)
 
     def attention_mask(self) -> Tensor:
         """``[N, P + T]``: prompt padding hidden; steps after a stop are masked by the loss."""
@@ -117,9 +121,12 @@ def concatenate(parts: list[Rollout]) -> Rollout:
     }
     for name in ("tokens", "support", "thinking", "forced", "completion_mask", "log_likelihood", "entropy", "weight_entropy"):
         fields[name] = join([getattr(p, name) for p in parts], steps)
-    first_slot = [torch.nn.functional.one_hot(torch.zeros(p.weights.shape[0], steps - p.weights.shape[1], dtype=torch.long, device=p.weights.device),
-                                              p.weights.shape[2]).to(p.weights.dtype) for p in parts]
-    fields["weights"] = torch.cat([torch.cat([p.weights, slot], dim=1) for p, slot in zip(parts, first_slot)])
+    def padded_weights(weights: Tensor) -> Tensor:
+        padded = pad(weights, steps, 1, False, 0.0)
+        padded[:, weights.shape[1] :, 0] = 1.0  # a padding step is its token alone
+        return padded
+
+    fields["weights"] = torch.cat([padded_weights(p.weights) for p in parts])
     extras = {name: join([p.extras[name] for p in parts], steps) for name in parts[0].extras}
     return Rollout(**fields, extras=extras)
 
@@ -189,7 +196,7 @@ def prefill(model: PreTrainedModel, prompt_ids: Tensor, prompt_mask: Tensor, sta
     shared = DynamicCache(config=model.config)
     output = model(
         inputs_embeds=model.get_input_embeddings()(ids), attention_mask=mask,
-        position_ids=(mask.cumsum(-1) - 1).clamp_min(0), use_cache=True, logits_to_keep=1,
+        position_ids=prompt_positions(mask), use_cache=True, logits_to_keep=1,
         **{cache_keyword(model): shared},
     )
     logits = output.logits[:, -1][row_of]
@@ -227,7 +234,6 @@ def generate(
     embedding = model.get_input_embeddings()
     attention = torch.ones(n, prompt_length + steps, dtype=torch.long, device=device)
     attention[:, :prompt_length] = prompt_mask.long()
-    positions = (prompt_mask.long().cumsum(-1) - 1).clamp_min(0)
 
     record = {
         "tokens": torch.full((n, steps), settings.pad_id, dtype=torch.long, device=device),
@@ -253,12 +259,13 @@ def generate(
     with eval_mode(model):
         logits, cache = prefill(model, prompt_ids, prompt_mask, prompt_length + steps if settings.static_cache else None)
         cache_kw = {cache_keyword(model): cache}
-        next_position = positions[:, -1:] + 1
+        next_position = prompt_positions(prompt_mask)[:, -1:] + 1
         used = steps
         for t in range(steps):
             log_probs = rule.log_probs(logits)
+            probs = log_probs.exp()
             mixed = rule.choose(log_probs)
-            sampled = mixed.token if isinstance(rule, Discrete) else sample_index(log_probs.exp())
+            sampled = mixed.token if isinstance(rule, Discrete) else sample_index(probs)
 
             may_force = thinking & (force_at < 0)
             ends_early = may_force & torch.isin(mixed.token, eos_ids) if force_on_eos else False
@@ -283,7 +290,7 @@ def generate(
             record["log_likelihood"][:, t] = torch.where(
                 use_mixture, rule.step_log_likelihood(log_probs, chosen), token_log_likelihood
             )
-            entropy = -(log_probs.exp() * log_probs).sum(-1)
+            entropy = -(probs * log_probs).sum(-1)
             record["entropy"][:, t] = entropy
             record["weight_entropy"][:, t] = weight_entropy(weights)
             for name, value in mixed.extras.items():
