@@ -8,6 +8,7 @@ out=${1:-${OUT:-/tmp/gpu_speed}}
 mkdir -p "$out"
 model=random:SmolLM2-135M-Instruct
 python3 benchmarks/rollout.py --device cuda --dtype bfloat16 --model "$model" --batch 64 --new-tokens 256 \
+    --compile-decode reduce-overhead \
     --methods hf_generate hf_generate_static discrete dirichlet sampled --json "$out/rollout_gpu.json" 2>&1 | tee "$out/rollout_gpu.txt"
 python3 benchmarks/grpo_step.py --device cuda --dtype bfloat16 --model "$model" --prompts-per-step 8 --new-tokens 256 \
-    --steps 2 --methods trl discrete dirichlet --json "$out/grpo_step_gpu.json" 2>&1 | tee "$out/grpo_step_gpu.txt"
+    --steps 2 --compile-decode reduce-overhead --methods trl discrete dirichlet --json "$out/grpo_step_gpu.json" 2>&1 | tee "$out/grpo_step_gpu.txt"

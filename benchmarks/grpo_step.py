@@ -118,7 +118,7 @@ def run_ours(args) -> tuple[list[float], list[float]]:
     module = MoTGRPOModule(
         args.model, mixture=rule, num_generations=args.group_size, max_new_tokens=args.new_tokens, stop_strings=(),
         beta=args.beta, micro_batch_size=args.group_size * args.prompts_per_step, dtype=args.dtype,
-        gradient_checkpointing=args.gradient_checkpointing,
+        gradient_checkpointing=args.gradient_checkpointing, compile_decode=args.compile_decode,
         optimizer=lambda params: torch.optim.AdamW(params, lr=1e-6, fused=True),  # TRL's default optimizer
     )
     module.configure_model()
@@ -145,6 +145,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="measured steps after one warm-up step")
     parser.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=True,
                         help="on both sides (TRL's GRPOConfig turns it on by default)")
+    parser.add_argument("--compile-decode", default=None, metavar="MODE",
+                        help="torch.compile mode of our rollout's decode step, e.g. reduce-overhead (CUDA graphs)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/grpo_step.json"))
     parser.add_argument("--method", help=argparse.SUPPRESS)

@@ -23,13 +23,15 @@ from pathlib import Path
 
 import torch
 
-RULES = {  # benchmark name -> (class in motg_lightning.mixture, its options)
-    "discrete": ("Discrete", {}),
-    "topk": ("TopK", {"k": 2}),
-    "dirichlet": ("Dirichlet", {"k": 2}),
-    "sampled": ("Sampled", {"k": 2}),
-    "nucleus": ("Nucleus", {"k": 2}),
-    "elementwise_max": ("ElementwiseMax", {"k": 2}),
+RULES = {  # benchmark name -> (module.class under motg_lightning, its options)
+    "discrete": ("mixture.Discrete", {}),
+    "topk": ("mixture.TopK", {"k": 2}),
+    "dirichlet": ("mixture.Dirichlet", {"k": 2}),
+    "sampled": ("mixture.Sampled", {"k": 2}),
+    "nucleus": ("mixture.Nucleus", {"k": 2}),
+    "elementwise_max": ("mixture.ElementwiseMax", {"k": 2}),
+    "gumbel": ("related_rules.Gumbel", {"k": 2}),
+    "multiplex": ("related_rules.Multiplex", {"k": 2}),
 }
 BASELINES = ["hf_generate", "hf_generate_static", "naive_loop"]
 QUESTION = "Calculate 7 + 8. Think step by step, then give the answer."
@@ -41,19 +43,22 @@ def prompts(tokenizer, batch: int, device: str):
     return ids.to(device), torch.ones_like(ids).to(device)
 
 
-def run_ours(model, tokenizer, rule_name: str, ids, mask, new_tokens: int):
-    from motg_lightning import mixture
+def run_ours(model, tokenizer, rule_name: str, ids, mask, new_tokens: int, compile_decode: str | None):
+    import importlib
+
     from motg_lightning.rollout import RolloutSettings, generate
     from motg_lightning.stops import TokenPatterns
 
-    class_name, options = RULES[rule_name]
-    rule = getattr(mixture, class_name)(**options)
+    path, options = RULES[rule_name]
+    module_name, class_name = path.rsplit(".", 1)
+    rule = getattr(importlib.import_module(f"motg_lightning.{module_name}"), class_name)(**options)
     settings = RolloutSettings(
         think_end=TokenPatterns.from_strings(tokenizer, ["</think>"]), stop=TokenPatterns([]),
         eos_ids=torch.tensor([-1]), pad_id=tokenizer.pad_token_id, forced_ids=torch.tensor([], dtype=torch.long),
-        thinking_budget=None, max_new_tokens=new_tokens,
+        thinking_budget=None, max_new_tokens=new_tokens, compile_decode=compile_decode,
     )
-    return lambda: generate(model, rule, ids, mask, settings)
+    decoder = settings.decoder()  # kept across calls: a compiled step is captured once
+    return lambda: generate(model, rule, ids, mask, settings, decoder)
 
 
 def run_hf(model, ids, mask, new_tokens: int, static: bool):
@@ -69,7 +74,7 @@ def run_naive(model, tokenizer, ids, new_tokens: int):
     text re-decoded each step to look for </think>; Dirichlet top-2 mixtures while thinking."""
     from transformers import DynamicCache
 
-    from motg_lightning.rollout import cache_keyword
+    from motg_lightning.decoder import cache_keyword
 
     embedding = model.get_input_embeddings()
     keyword = cache_keyword(model)
@@ -108,7 +113,7 @@ def measure(args) -> dict:
     model = load_causal_lm(args.model, dtype=args.dtype).to(args.device).eval()
     ids, mask = prompts(tokenizer, args.batch, args.device)
     if args.method in RULES:
-        call = run_ours(model, tokenizer, args.method, ids, mask, args.new_tokens)
+        call = run_ours(model, tokenizer, args.method, ids, mask, args.new_tokens, args.compile_decode)
     elif args.method == "naive_loop":
         call = run_naive(model, tokenizer, ids, args.new_tokens)
     else:
@@ -139,6 +144,8 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--compile-decode", default=None, metavar="MODE",
+                        help="torch.compile mode of our decode step, e.g. reduce-overhead (CUDA graphs); default eager")
     parser.add_argument("--methods", nargs="+", default=["hf_generate", "naive_loop", *RULES], choices=[*BASELINES, *RULES])
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/rollout.json"))
     parser.add_argument("--method", help=argparse.SUPPRESS)
@@ -156,13 +163,15 @@ def main() -> None:
             continue
         results.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(f"{method:<20}{results[-1]['tokens_per_s']:>10.1f} tok/s", file=sys.stderr)
-    reference = next((r["tokens_per_s"] for r in results if r["method"] == "hf_generate"), None)
-    print(f"\nmodel {args.model}, {args.device}, {args.dtype}, batch {args.batch}, {args.new_tokens} new tokens")
-    print(f"{'method':<20}{'tokens/s':>10}{'vs generate':>13}{'peak MiB':>11}")
+    speeds = {r["method"]: r["tokens_per_s"] for r in results}
+    print(f"\nmodel {args.model}, {args.device}, {args.dtype}, batch {args.batch}, {args.new_tokens} new tokens, "
+          f"our decode step: {args.compile_decode or 'eager'}")
+    print(f"{'method':<20}{'tokens/s':>10}{'vs generate':>13}{'vs static':>11}{'peak MiB':>11}")
     for row in results:
-        ratio = row["tokens_per_s"] / reference if reference else float("nan")
-        row["vs_hf_generate"] = ratio
-        print(f"{row['method']:<20}{row['tokens_per_s']:>10.1f}{ratio:>12.2f}x{row['peak_memory_mib']:>11.0f}")
+        for baseline in ("hf_generate", "hf_generate_static"):
+            row[f"vs_{baseline}"] = row["tokens_per_s"] / speeds[baseline] if baseline in speeds else float("nan")
+        print(f"{row['method']:<20}{row['tokens_per_s']:>10.1f}{row['vs_hf_generate']:>12.2f}x"
+              f"{row['vs_hf_generate_static']:>10.2f}x{row['peak_memory_mib']:>11.0f}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"settings": {k: v for k, v in vars(args).items() if k != "json"}, "results": results}, indent=2, default=str))
 

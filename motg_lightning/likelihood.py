@@ -21,16 +21,18 @@ from .mixture import MixtureRule, MixtureStep
 from .rollout import Rollout
 
 
-def score_steps(rule: MixtureRule, logits: Tensor, step: MixtureStep, thinking: Tensor) -> Tensor:
+def score_steps(rule: MixtureRule, logits: Tensor, step: MixtureStep, thinking: Tensor, embedding: nn.Module) -> Tensor:
     """``[n, t]`` log-likelihood of recorded steps given their ``[n, t, V]`` logits."""
     log_probs = rule.log_probs(logits)
-    mixed = rule.step_log_likelihood(log_probs, step)
+    mixed = rule.step_log_likelihood(log_probs, step, embedding)
     token = log_probs.gather(-1, step.token.unsqueeze(-1)).squeeze(-1)
     return torch.where(thinking, mixed, token)
 
 
-def _score_chunk(rule: MixtureRule, head: nn.Module, hidden: Tensor, step: MixtureStep, thinking: Tensor) -> Tensor:
-    return score_steps(rule, head(hidden), step, thinking)
+def _score_chunk(
+    rule: MixtureRule, head: nn.Module, hidden: Tensor, step: MixtureStep, thinking: Tensor, embedding: nn.Module
+) -> Tensor:
+    return score_steps(rule, head(hidden), step, thinking, embedding)
 
 
 def trajectory_log_likelihood(
@@ -42,26 +44,23 @@ def trajectory_log_likelihood(
         chunk_size: steps per vocabulary projection; None projects all steps at once.
     """
     steps = rollout.tokens.shape[1]
+    embedding = model.get_input_embeddings()
     inputs = dict(
-        inputs_embeds=rollout.input_embeddings(model.get_input_embeddings(), rule),
+        inputs_embeds=rollout.input_embeddings(embedding, rule),
         attention_mask=rollout.attention_mask()[:, :-1],
         position_ids=rollout.position_ids()[:, :-1],
         use_cache=False,
     )
     record = rollout.step()
     if chunk_size is None:
-        return score_steps(rule, model(**inputs, logits_to_keep=steps).logits, record, rollout.thinking)
+        return score_steps(rule, model(**inputs, logits_to_keep=steps).logits, record, rollout.thinking, embedding)
 
     hidden = model.get_decoder()(**inputs).last_hidden_state[:, -steps:]
     head = model.get_output_embeddings()
     parts = []
     for start in range(0, steps, chunk_size):
         part = slice(start, start + chunk_size)
-        chunk_step = MixtureStep(
-            record.support[:, part], record.weights[:, part], record.token[:, part],
-            {name: value[:, part] for name, value in record.extras.items()},
-        )
-        arguments = (rule, head, hidden[:, part], chunk_step, rollout.thinking[:, part])
+        arguments = (rule, head, hidden[:, part], record.steps(part), rollout.thinking[:, part], embedding)
         if torch.is_grad_enabled():
             parts.append(checkpoint(_score_chunk, *arguments, use_reentrant=False))
         else:

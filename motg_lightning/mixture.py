@@ -7,10 +7,10 @@ input is ``e_t = Σ_i w_t,i E[S_t,i]`` and a representative token ``r_t ~ Catego
 the trajectory's text. Given fresh logits and the recorded step, the rule also returns the
 step's log-likelihood for the GRPO loss.
 
-New methods (Gumbel, Gaussian, multi-sample, ...) subclass :class:`MixtureRule` and implement
-:meth:`MixtureRule.choose` (and :meth:`MixtureRule.embed` or
-:meth:`MixtureRule.step_log_likelihood` where they differ); the rollout and the loss only use
-this interface.
+New methods subclass :class:`MixtureRule` and implement :meth:`MixtureRule.choose` (and
+:meth:`MixtureRule.embed` or :meth:`MixtureRule.step_log_likelihood` where they differ); the
+rollout and the loss only use this interface, and pass the model's input embedding to all three
+(rules whose input is not a plain weighted sum, such as Gaussian noise, need it).
 """
 
 from __future__ import annotations
@@ -40,6 +40,13 @@ class MixtureStep:
     weights: Tensor
     token: Tensor
     extras: dict[str, Tensor] = field(default_factory=dict)
+
+    def steps(self, part: slice) -> "MixtureStep":
+        """The steps ``part`` of a ``[N, T, ...]`` record."""
+        return MixtureStep(
+            self.support[:, part], self.weights[:, part], self.token[:, part],
+            {name: value[:, part] for name, value in self.extras.items()},
+        )
 
 
 def sample_index(probs: Tensor) -> Tensor:
@@ -89,6 +96,9 @@ class MixtureRule(ABC):
     """
 
     LIKELIHOODS: tuple[str, ...] = ("representative", "weighted")
+    #: the representative token is a plain draw from the distribution, so an answer step reuses
+    #: it instead of drawing again
+    REPRESENTATIVE_IS_SAMPLE: bool = False
 
     def __init__(self, k: int = 2, temperature: float = 0.9, likelihood: Likelihood = "representative"):
         if k < 1:
@@ -102,23 +112,28 @@ class MixtureRule(ABC):
         self.likelihood = likelihood
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{key}={value!r}" for key, value in vars(self).items())
+        args = ", ".join(f"{key}={value!r}" for key, value in vars(self).items() if not key.startswith("_"))
         return f"{type(self).__name__}({args})"
+
+    @property
+    def support_size(self) -> int:
+        """Slots of a step's support (``k`` unless a rule adds its own)."""
+        return self.k
 
     def log_probs(self, logits: Tensor) -> Tensor:
         """Tempered log-distribution ``log softmax(z / τ)`` in float32."""
         return torch.log_softmax(logits.float() / self.temperature, dim=-1)
 
     @abstractmethod
-    def choose(self, log_probs: Tensor) -> MixtureStep:
+    def choose(self, log_probs: Tensor, embedding: nn.Module) -> MixtureStep:
         """Choose support, weights and representative token from ``[..., V]`` log-probs."""
 
-    def embed(self, embedding: nn.Module, support: Tensor, weights: Tensor) -> Tensor:
+    def embed(self, embedding: nn.Module, step: MixtureStep) -> Tensor:
         """Input embedding ``Σ_i w_i E[S_i]`` of ``[..., k]`` steps, shape ``[..., D]``."""
-        vectors = embedding(support)
-        return (weights.unsqueeze(-1).to(vectors.dtype) * vectors).sum(-2)
+        vectors = embedding(step.support)
+        return (step.weights.unsqueeze(-1).to(vectors.dtype) * vectors).sum(-2)
 
-    def step_log_likelihood(self, log_probs: Tensor, step: MixtureStep) -> Tensor:
+    def step_log_likelihood(self, log_probs: Tensor, step: MixtureStep, embedding: nn.Module) -> Tensor:
         """Log-likelihood of a recorded thinking step under ``[..., V]`` log-probs."""
         if self.likelihood == "representative":
             return log_probs.gather(-1, step.token.unsqueeze(-1)).squeeze(-1)
@@ -136,10 +151,12 @@ class MixtureRule(ABC):
 class Discrete(MixtureRule):
     """Standard decoding: one token sampled from ``p_t`` with weight 1 (the GRPO baseline)."""
 
+    REPRESENTATIVE_IS_SAMPLE = True
+
     def __init__(self, temperature: float = 0.9):
         super().__init__(k=1, temperature=temperature, likelihood="representative")
 
-    def choose(self, log_probs: Tensor) -> MixtureStep:
+    def choose(self, log_probs: Tensor, embedding: nn.Module) -> MixtureStep:
         token = sample_index(log_probs.exp())
         return MixtureStep(token.unsqueeze(-1), torch.ones_like(token, dtype=torch.float32).unsqueeze(-1), token)
 
@@ -148,7 +165,7 @@ class TopK(MixtureRule):
     """Deterministic top-k mixture, weights ``p_t`` renormalised on the top k (Soft Thinking,
     arXiv 2505.15778; the paper's deterministic variant)."""
 
-    def choose(self, log_probs: Tensor) -> MixtureStep:
+    def choose(self, log_probs: Tensor, embedding: nn.Module) -> MixtureStep:
         support, weights = self._top_k(log_probs)
         return MixtureStep(support, weights, draw_representative(support, weights))
 
@@ -180,7 +197,7 @@ class Dirichlet(MixtureRule):
         self.alpha = alpha
         self.min_concentration = min_concentration
 
-    def choose(self, log_probs: Tensor) -> MixtureStep:
+    def choose(self, log_probs: Tensor, embedding: nn.Module) -> MixtureStep:
         support, q = self._top_k(log_probs)
         concentration = self.concentration(log_probs, support)
         weights = torch.distributions.Dirichlet(concentration).sample()
@@ -194,9 +211,9 @@ class Dirichlet(MixtureRule):
         q = torch.softmax(log_probs.gather(-1, support), dim=-1)
         return (self.alpha * q).clamp_min(self.min_concentration)
 
-    def step_log_likelihood(self, log_probs: Tensor, step: MixtureStep) -> Tensor:
+    def step_log_likelihood(self, log_probs: Tensor, step: MixtureStep, embedding: nn.Module) -> Tensor:
         if self.likelihood != "density":
-            return super().step_log_likelihood(log_probs, step)
+            return super().step_log_likelihood(log_probs, step, embedding)
         # Weights that underflowed to 0 would have density 0; keep them at the smallest normal float.
         weights = renormalise(step.weights.clamp_min(torch.finfo(step.weights.dtype).tiny))
         return torch.distributions.Dirichlet(self.concentration(log_probs, step.support)).log_prob(weights)
@@ -206,7 +223,7 @@ class Sampled(MixtureRule):
     """k distinct tokens sampled from ``p_t`` without replacement, weights ``p_t`` renormalised
     on them (the paper's "different tokens" variant)."""
 
-    def choose(self, log_probs: Tensor) -> MixtureStep:
+    def choose(self, log_probs: Tensor, embedding: nn.Module) -> MixtureStep:
         probs = log_probs.exp().reshape(-1, log_probs.shape[-1])
         k = min(self.k, probs.shape[-1])
         support = torch.multinomial(probs, k, replacement=False).reshape(*log_probs.shape[:-1], k)
@@ -227,7 +244,7 @@ class Nucleus(MixtureRule):
             raise ValueError(f"nucleus top_p={top_p}: must be in (0, 1].")
         self.top_p = top_p
 
-    def choose(self, log_probs: Tensor) -> MixtureStep:
+    def choose(self, log_probs: Tensor, embedding: nn.Module) -> MixtureStep:
         top_log_probs, support = log_probs.topk(min(self.k, log_probs.shape[-1]), dim=-1)
         probs = top_log_probs.exp()
         mass_before = probs.cumsum(-1) - probs
@@ -240,11 +257,11 @@ class ElementwiseMax(MixtureRule):
     paper's code). Weights are ``p_t`` renormalised on the top k and serve the representative draw
     and the ``weighted`` likelihood; slots with weight 0 are left out of the maximum."""
 
-    def choose(self, log_probs: Tensor) -> MixtureStep:
+    def choose(self, log_probs: Tensor, embedding: nn.Module) -> MixtureStep:
         support, weights = self._top_k(log_probs)
         return MixtureStep(support, weights, draw_representative(support, weights))
 
-    def embed(self, embedding: nn.Module, support: Tensor, weights: Tensor) -> Tensor:
-        vectors = embedding(support)
-        outside = (weights <= 0).unsqueeze(-1)
+    def embed(self, embedding: nn.Module, step: MixtureStep) -> Tensor:
+        vectors = embedding(step.support)
+        outside = (step.weights <= 0).unsqueeze(-1)
         return vectors.masked_fill(outside, torch.finfo(vectors.dtype).min).max(-2).values

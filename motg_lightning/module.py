@@ -30,6 +30,7 @@ from .mixture import Dirichlet, MixtureRule
 from .models import EMBEDDED_MODEL, DType, load_causal_lm, load_tokenizer
 from .rewards import RewardFunction, RewardOutput
 from .rollout import Rollout, RolloutSettings, generate
+from .sampling_filters import validate_filters
 from .stops import TokenPatterns
 
 
@@ -50,6 +51,8 @@ class MoTGRPOModule(L.LightningModule):
         cold_stop_entropy, cold_stop_steps: Soft Thinking's cold stop (arXiv 2505.15778): append
             ``forced_answer`` after ``cold_stop_steps`` consecutive thinking steps whose next-token
             entropy is below ``cold_stop_entropy`` nats; None disables it.
+        top_p, min_p: filters of the distribution every rule samples and mixes from (TRL's names;
+            Soft Thinking's filters, arXiv 2505.15778); the loss uses the unfiltered distribution.
         think_end: marker that ends the thinking phase.
         stop_strings: strings that end a completion besides EOS.
         beta: weight of the k3 KL to a frozen copy of the initial model (paper: 0.1; 0 loads none).
@@ -80,6 +83,8 @@ class MoTGRPOModule(L.LightningModule):
         dtype, gradient_checkpointing: model loading options.
         log_completions_every_n_steps: how often sample completions go to TensorBoard's text tab.
         sync_every: decode steps between checks that every sequence stopped.
+        compile_decode: ``torch.compile`` mode of the rollout's decode step; ``reduce-overhead``
+            captures it in a CUDA graph (the fast setting on a GPU); None decodes eagerly (CPU).
     """
 
     def __init__(
@@ -94,6 +99,8 @@ class MoTGRPOModule(L.LightningModule):
         force_answer_on_eos: bool = False,
         cold_stop_entropy: float | None = None,
         cold_stop_steps: int = 8,
+        top_p: float = 1.0,
+        min_p: float | None = None,
         think_end: str = "</think>",
         stop_strings: Sequence[str] = ("</answer>",),
         beta: float = 0.0,
@@ -119,6 +126,7 @@ class MoTGRPOModule(L.LightningModule):
         gradient_checkpointing: bool = False,
         log_completions_every_n_steps: int = 10,
         sync_every: int = 16,
+        compile_decode: str | None = None,
     ):
         super().__init__()
         if num_generations < 2:
@@ -134,6 +142,7 @@ class MoTGRPOModule(L.LightningModule):
                 raise ValueError(f"model.{name}={value}: must be at least 1.")
         if not 0 < top_entropy_quantile <= 1:
             raise ValueError(f"model.top_entropy_quantile={top_entropy_quantile}: must be in (0, 1]; 1.0 trains on every step.")
+        validate_filters(top_p, min_p)
         if not 0 <= ref_model_mixup_alpha <= 1:
             raise ValueError(f"model.ref_model_mixup_alpha={ref_model_mixup_alpha}: must be in [0, 1].")
         if sync_ref_model and beta == 0:
@@ -181,7 +190,11 @@ class MoTGRPOModule(L.LightningModule):
             cold_stop_steps=hp.cold_stop_steps,
             max_new_tokens=hp.max_new_tokens,
             sync_every=hp.sync_every,
+            top_p=hp.top_p,
+            min_p=hp.min_p,
+            compile_decode=hp.compile_decode,
         )
+        self.decoder = self.settings.decoder()
 
     def setup(self, stage: str) -> None:
         self.configure_model()
@@ -215,7 +228,7 @@ class MoTGRPOModule(L.LightningModule):
         mask = batch["prompt_mask"].repeat_interleave(group_size, dim=0)
         entries = [entry for entry in batch["entries"] for _ in range(group_size)]
         start = time.perf_counter()
-        rollout = generate(self.policy, self.mixture, ids, mask, self.settings)
+        rollout = generate(self.policy, self.mixture, ids, mask, self.settings, self.decoder)
         seconds = time.perf_counter() - start
         return rollout, self.decode(rollout), entries, seconds
 

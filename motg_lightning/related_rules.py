@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .mixture import Likelihood, MixtureRule, MixtureStep, draw_representative, renormalise, sample_index
 
@@ -47,7 +47,7 @@ class Gumbel(MixtureRule):
             raise ValueError(f"gumbel gumbel_temperature={gumbel_temperature}: must be > 0.")
         self.gumbel_temperature = gumbel_temperature
 
-    def choose(self, log_probs: Tensor) -> MixtureStep:
+    def choose(self, log_probs: Tensor, embedding: nn.Module) -> MixtureStep:
         top_log_probs, support = log_probs.topk(min(self.k, log_probs.shape[-1]), dim=-1)
         log_q = torch.log_softmax(top_log_probs, dim=-1)
         uniform = torch.rand_like(log_q).clamp(torch.finfo(log_q.dtype).tiny, 1.0)
@@ -56,9 +56,9 @@ class Gumbel(MixtureRule):
         token = support.gather(-1, perturbed.argmax(-1, keepdim=True)).squeeze(-1)
         return MixtureStep(support, weights, token, {"perturbed": perturbed})
 
-    def step_log_likelihood(self, log_probs: Tensor, step: MixtureStep) -> Tensor:
+    def step_log_likelihood(self, log_probs: Tensor, step: MixtureStep, embedding: nn.Module) -> Tensor:
         if self.likelihood != "density":
-            return super().step_log_likelihood(log_probs, step)
+            return super().step_log_likelihood(log_probs, step, embedding)
         log_q = torch.log_softmax(log_probs.gather(-1, step.support), dim=-1)
         return gumbel_log_density(step.extras["perturbed"], log_q).sum(-1)
 
@@ -85,7 +85,7 @@ class Multiplex(MixtureRule):
             raise ValueError(f"multiplex weighting={weighting!r}: choose 'uniform' or 'renormalised'.")
         self.weighting = weighting
 
-    def choose(self, log_probs: Tensor) -> MixtureStep:
+    def choose(self, log_probs: Tensor, embedding: nn.Module) -> MixtureStep:
         probs = log_probs.exp()
         support = torch.stack([sample_index(probs) for _ in range(self.k)], dim=-1)
         if self.weighting == "uniform":
@@ -94,7 +94,7 @@ class Multiplex(MixtureRule):
             weights = renormalise(probs.gather(-1, support))
         return MixtureStep(support, weights, draw_representative(support, weights))
 
-    def step_log_likelihood(self, log_probs: Tensor, step: MixtureStep) -> Tensor:
+    def step_log_likelihood(self, log_probs: Tensor, step: MixtureStep, embedding: nn.Module) -> Tensor:
         if self.likelihood != "sum":
-            return super().step_log_likelihood(log_probs, step)
+            return super().step_log_likelihood(log_probs, step, embedding)
         return log_probs.gather(-1, step.support).sum(-1)

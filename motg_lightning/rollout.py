@@ -12,21 +12,17 @@ can rebuild exactly the input embeddings the model saw (:meth:`Rollout.input_emb
 
 from __future__ import annotations
 
-import inspect
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
-from transformers import Cache, DynamicCache, PreTrainedModel, StaticCache
+from transformers import PreTrainedModel
 
-from .mixture import Discrete, MixtureRule, MixtureStep, sample_index, weight_entropy
+from .decoder import Decoder, prompt_positions
+from .mixture import MixtureRule, MixtureStep, sample_index, weight_entropy
+from .sampling_filters import filter_log_probs
 from .stops import TokenPatterns
-
-
-def prompt_positions(prompt_mask: Tensor) -> Tensor:
-    """Position ids of left-padded prompts: each prompt counts from its first real token."""
-    return (prompt_mask.long().cumsum(-1) - 1).clamp_min(0)
 
 
 @dataclass
@@ -89,7 +85,7 @@ class Rollout:
     def input_embeddings(self, embedding: nn.Module, rule: MixtureRule) -> Tensor:
         """``[N, P + T - 1, D]``: prompt embeddings then the inputs ``e_1 … e_{T-1}`` of the steps,
         rebuilt from the record (differentiable through the embedding matrix)."""
-        steps = rule.embed(embedding, self.support[:, :-1], self.weights[:, :-1])
+        steps = rule.embed(embedding, self.step().steps(slice(None, -1)))
         return torch.cat([embedding(self.prompt_ids), steps], dim=1)
 
 
@@ -131,11 +127,6 @@ def concatenate(parts: list[Rollout]) -> Rollout:
     return Rollout(**fields, extras=extras)
 
 
-def cache_keyword(model: PreTrainedModel) -> str:
-    """``cache`` on transformers ≥ 5.20 (where ``past_key_values`` is deprecated), else the old name."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
 @contextmanager
 def eval_mode(model: nn.Module):
     """Evaluation mode for generation (dropout off, KV cache allowed with gradient checkpointing)."""
@@ -167,7 +158,11 @@ class RolloutSettings:
         sync_every: steps between checks of whether every sequence has stopped.
         static_cache: preallocate the KV cache for ``P + max_new_tokens`` positions instead of
             growing it by concatenation every step. Either way each distinct prompt is run once
-            and its cache shared by its copies (:func:`prefill`).
+            and its cache shared by its copies (:meth:`Decoder.prefill`).
+        top_p, min_p: filters of the distribution every rule samples and mixes from
+            (:mod:`motg_lightning.sampling_filters`); the recorded likelihood is unfiltered.
+        compile_decode: ``torch.compile`` mode of the decode step (``reduce-overhead`` = CUDA
+            graphs on a GPU); None decodes eagerly. See :class:`motg_lightning.decoder.Decoder`.
     """
 
     think_end: TokenPatterns
@@ -182,31 +177,13 @@ class RolloutSettings:
     cold_stop_steps: int = 8
     sync_every: int = 16
     static_cache: bool = True
+    top_p: float = 1.0
+    min_p: float | None = None
+    compile_decode: str | None = None
 
-
-def prefill(model: PreTrainedModel, prompt_ids: Tensor, prompt_mask: Tensor, static_length: int | None) -> tuple[Tensor, Cache]:
-    """Run each distinct prompt once and share its KV cache with its copies (a GRPO group).
-
-    Returns the ``[N, V]`` next-token logits of every row and a cache holding every row's prompt:
-    a :class:`StaticCache` of ``static_length`` positions, or a growing :class:`DynamicCache`.
-    """
-    prompt_length = prompt_ids.shape[1]
-    distinct, row_of = torch.unique(torch.cat([prompt_ids, prompt_mask.long()], dim=1), dim=0, return_inverse=True)
-    ids, mask = distinct[:, :prompt_length], distinct[:, prompt_length:]
-    shared = DynamicCache(config=model.config)
-    output = model(
-        inputs_embeds=model.get_input_embeddings()(ids), attention_mask=mask,
-        position_ids=prompt_positions(mask), use_cache=True, logits_to_keep=1,
-        **{cache_keyword(model): shared},
-    )
-    logits = output.logits[:, -1][row_of]
-    if static_length is None:
-        shared.batch_select_indices(row_of)
-        return logits, shared
-    cache = StaticCache(config=model.config, max_cache_len=static_length)
-    for index, layer in enumerate(shared.layers):
-        cache.update(layer.keys[row_of], layer.values[row_of], index)
-    return logits, cache
+    def decoder(self) -> Decoder:
+        """A :class:`Decoder` with these settings (keep it: a compiled one is reused across rollouts)."""
+        return Decoder(static_cache=self.static_cache, compile_mode=self.compile_decode)
 
 
 @torch.no_grad()
@@ -216,11 +193,15 @@ def generate(
     prompt_ids: Tensor,
     prompt_mask: Tensor,
     settings: RolloutSettings,
+    decoder: Decoder | None = None,
 ) -> Rollout:
-    """Roll out every row of ``prompt_ids`` (already repeated per group member) with ``rule``."""
+    """Roll out every row of ``prompt_ids`` (already repeated per group member) with ``rule``.
+
+    ``decoder`` runs the model (default: a fresh one from ``settings``); pass the same one to
+    every call when the decode step is compiled."""
     device = prompt_ids.device
-    n, prompt_length = prompt_ids.shape
-    steps, k = settings.max_new_tokens, rule.k
+    n = prompt_ids.shape[0]
+    steps, k = settings.max_new_tokens, rule.support_size
     think_end, stop = settings.think_end.to(device), settings.stop.to(device)
     eos_ids, forced_ids = settings.eos_ids.to(device), settings.forced_ids.to(device)
     window_width = max(think_end.width, stop.width)
@@ -231,9 +212,8 @@ def generate(
         forced_ids, budget, force_on_eos = torch.tensor([settings.pad_id], device=device), steps + 1, False
         cold_entropy = -1.0
 
+    decoder = decoder if decoder is not None else settings.decoder()
     embedding = model.get_input_embeddings()
-    attention = torch.ones(n, prompt_length + steps, dtype=torch.long, device=device)
-    attention[:, :prompt_length] = prompt_mask.long()
 
     record = {
         "tokens": torch.full((n, steps), settings.pad_id, dtype=torch.long, device=device),
@@ -246,7 +226,7 @@ def generate(
         "entropy": torch.zeros(n, steps, device=device),
         "weight_entropy": torch.zeros(n, steps, device=device),
     }
-    extras: dict[str, Tensor] = {}
+    recorded_extras: dict[str, Tensor] = {}
     first_slot = torch.nn.functional.one_hot(torch.zeros(n, dtype=torch.long, device=device), k).float()
 
     thinking = torch.ones(n, dtype=torch.bool, device=device)
@@ -257,15 +237,14 @@ def generate(
     window = torch.full((n, window_width), -1, dtype=torch.long, device=device)
 
     with eval_mode(model):
-        logits, cache = prefill(model, prompt_ids, prompt_mask, prompt_length + steps if settings.static_cache else None)
-        cache_kw = {cache_keyword(model): cache}
-        next_position = prompt_positions(prompt_mask)[:, -1:] + 1
+        logits = decoder.prefill(model, prompt_ids, prompt_mask, steps)
         used = steps
         for t in range(steps):
             log_probs = rule.log_probs(logits)
             probs = log_probs.exp()
-            mixed = rule.choose(log_probs)
-            sampled = mixed.token if isinstance(rule, Discrete) else sample_index(probs)
+            sampling_log_probs = filter_log_probs(log_probs, settings.top_p, settings.min_p)
+            mixed = rule.choose(sampling_log_probs, embedding)
+            sampled = mixed.token if rule.REPRESENTATIVE_IS_SAMPLE else sample_index(sampling_log_probs.exp())
 
             may_force = thinking & (force_at < 0)
             ends_early = may_force & torch.isin(mixed.token, eos_ids) if force_on_eos else False
@@ -278,7 +257,11 @@ def generate(
             support = torch.where(use_mixture[:, None], mixed.support, token[:, None].expand(n, k))
             weights = torch.where(use_mixture[:, None], mixed.weights, first_slot)
             token_log_likelihood = log_probs.gather(-1, token[:, None]).squeeze(-1)
-            chosen = MixtureStep(support, weights, token, mixed.extras)
+            extras = {  # a rule's draws only describe mixed steps
+                name: value * use_mixture.view(n, *[1] * (value.dim() - 1)).to(value.dtype)
+                for name, value in mixed.extras.items()
+            }
+            chosen = MixtureStep(support, weights, token, extras)
 
             active = ~finished
             record["tokens"][:, t] = token
@@ -288,14 +271,14 @@ def generate(
             record["forced"][:, t] = forcing & active
             record["completion_mask"][:, t] = active
             record["log_likelihood"][:, t] = torch.where(
-                use_mixture, rule.step_log_likelihood(log_probs, chosen), token_log_likelihood
+                use_mixture, rule.step_log_likelihood(log_probs, chosen, embedding), token_log_likelihood
             )
             entropy = -(probs * log_probs).sum(-1)
             record["entropy"][:, t] = entropy
             record["weight_entropy"][:, t] = weight_entropy(weights)
-            for name, value in mixed.extras.items():
-                extras.setdefault(name, torch.zeros(n, steps, *value.shape[1:], dtype=value.dtype, device=device))
-                extras[name][:, t] = value
+            for name, value in chosen.extras.items():
+                recorded_extras.setdefault(name, torch.zeros(n, steps, *value.shape[1:], dtype=value.dtype, device=device))
+                recorded_extras[name][:, t] = value
 
             window = torch.cat([window[:, 1:], token[:, None]], dim=1)
             think_steps += (thinking & active).long()
@@ -311,14 +294,11 @@ def generate(
                 break
             if t + 1 == steps:
                 break
-            logits = model(
-                inputs_embeds=rule.embed(embedding, support, weights)[:, None],
-                attention_mask=attention[:, : prompt_length + t + 1],
-                position_ids=next_position + t, use_cache=True, **cache_kw,
-            ).logits[:, -1]
+            logits = decoder.step(model, rule, chosen, t)
+        decoder.release()
 
     trimmed = {name: value[:, :used] for name, value in record.items()}
     return Rollout(
         prompt_ids=prompt_ids, prompt_mask=prompt_mask.bool(), truncated=~finished,
-        extras={name: value[:, :used] for name, value in extras.items()}, **trimmed,
+        extras={name: value[:, :used] for name, value in recorded_extras.items()}, **trimmed,
     )

@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from motg_lightning.dense_rules import Gaussian, MixtureOfInputs
 from motg_lightning.likelihood import trajectory_log_likelihood
 from motg_lightning.mixture import Dirichlet, Discrete, ElementwiseMax, Nucleus, Sampled, TopK
 from motg_lightning.related_rules import Gumbel, Multiplex
@@ -10,6 +11,7 @@ RULES = [
     Discrete(), TopK(), TopK(likelihood="weighted"), Dirichlet(), Dirichlet(likelihood="weighted"),
     Sampled(likelihood="weighted"), Nucleus(k=3), ElementwiseMax(likelihood="weighted"),
     Dirichlet(likelihood="density"), Gumbel(), Multiplex(), Multiplex(weighting="renormalised", likelihood="weighted"),
+    Gaussian(k=4), MixtureOfInputs(k=3),
 ]
 
 

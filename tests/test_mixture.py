@@ -6,42 +6,25 @@ from motg_lightning.mixture import (
     weight_entropy,
 )
 
-RULES = [Discrete(), TopK(k=3), Dirichlet(k=3), Sampled(k=3), Nucleus(k=3, top_p=0.5), ElementwiseMax(k=3)]
-
-
-def random_log_probs(batch=64, vocab=50, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    return torch.log_softmax(3 * torch.randn(batch, vocab, generator=generator), -1)
-
-
-@pytest.mark.parametrize("rule", RULES, ids=lambda r: type(r).__name__)
-def test_weights_on_simplex_and_token_in_support(rule):
-    torch.manual_seed(0)
-    step = rule.choose(random_log_probs())
-    assert step.support.shape == step.weights.shape == (64, rule.k)
-    assert (step.weights >= 0).all()
-    torch.testing.assert_close(step.weights.sum(-1), torch.ones(64))
-    chosen = step.support == step.token[:, None]
-    assert (chosen & (step.weights > 0)).any(-1).all(), "representative must be a support token with weight"
-
+from helpers import EMBEDDING, random_log_probs
 
 @pytest.mark.parametrize("rule", [TopK(k=3), Dirichlet(k=3), Sampled(k=3), ElementwiseMax(k=3)], ids=lambda r: type(r).__name__)
 def test_support_has_k_distinct_tokens(rule):
     torch.manual_seed(1)
-    step = rule.choose(random_log_probs())
+    step = rule.choose(random_log_probs(), EMBEDDING)
     assert all(len(set(row.tolist())) == 3 for row in step.support)
 
 
 def test_topk_support_is_the_top_k_with_renormalised_weights():
     log_probs = torch.log(torch.tensor([[0.1, 0.5, 0.3, 0.1]]))
-    step = TopK(k=2, temperature=1.0).choose(log_probs)
+    step = TopK(k=2, temperature=1.0).choose(log_probs, EMBEDDING)
     assert step.support.tolist() == [[1, 2]]
     torch.testing.assert_close(step.weights, torch.tensor([[0.625, 0.375]]))
 
 
 def test_nucleus_cuts_where_the_mass_passes_top_p():
     log_probs = torch.log(torch.tensor([[0.6, 0.3, 0.05, 0.05], [0.3, 0.3, 0.3, 0.1]]))
-    step = Nucleus(k=3, temperature=1.0, top_p=0.8).choose(log_probs)
+    step = Nucleus(k=3, temperature=1.0, top_p=0.8).choose(log_probs, EMBEDDING)
     assert (step.weights > 0).sum(-1).tolist() == [2, 3]
     torch.testing.assert_close(step.weights[0], torch.tensor([2 / 3, 1 / 3, 0.0]))
 
@@ -49,7 +32,7 @@ def test_nucleus_cuts_where_the_mass_passes_top_p():
 def test_sampled_draws_from_the_distribution_without_replacement():
     torch.manual_seed(0)
     log_probs = torch.log(torch.tensor([[0.7, 0.2, 0.1, 0.0]])).expand(4000, 4)
-    step = Sampled(k=2, temperature=1.0).choose(log_probs)
+    step = Sampled(k=2, temperature=1.0).choose(log_probs, EMBEDDING)
     assert (step.support != 3).all()
     assert (step.support[:, 0] != step.support[:, 1]).all()
     first = torch.bincount(step.support[:, 0], minlength=4).float() / 4000
@@ -59,14 +42,14 @@ def test_sampled_draws_from_the_distribution_without_replacement():
 def test_dirichlet_weights_average_to_the_renormalised_top_k():
     torch.manual_seed(0)
     log_probs = torch.log(torch.tensor([[0.45, 0.15, 0.4]])).expand(20000, 3)
-    step = Dirichlet(k=2, temperature=1.0, alpha=1.0).choose(log_probs)
+    step = Dirichlet(k=2, temperature=1.0, alpha=1.0).choose(log_probs, EMBEDDING)
     assert step.support[0].tolist() == [0, 2]
     torch.testing.assert_close(step.weights.mean(0), torch.tensor([0.45 / 0.85, 0.4 / 0.85]), atol=0.01, rtol=0)
 
 
 def test_dirichlet_stays_finite_on_extreme_distributions():
     log_probs = torch.log_softmax(torch.tensor([[80.0, -80.0, -80.0]] * 100), -1)
-    step = Dirichlet(k=2, temperature=0.5).choose(log_probs)
+    step = Dirichlet(k=2, temperature=0.5).choose(log_probs, EMBEDDING)
     assert torch.isfinite(step.weights).all()
     torch.testing.assert_close(step.weights.sum(-1), torch.ones(100))
 
@@ -90,20 +73,20 @@ def test_representative_is_looked_up_in_its_own_support():
 def test_embed_is_the_weighted_sum_and_elementwise_max_the_maximum():
     embedding = torch.nn.Embedding(5, 4)
     support, weights = torch.tensor([[1, 3]]), torch.tensor([[0.25, 0.75]])
-    mixed = TopK().embed(embedding, support, weights)
+    mixed = TopK().embed(embedding, MixtureStep(support, weights, support[:, 0]))
     torch.testing.assert_close(mixed[0], 0.25 * embedding.weight[1] + 0.75 * embedding.weight[3])
-    maximum = ElementwiseMax().embed(embedding, support, weights)
+    maximum = ElementwiseMax().embed(embedding, MixtureStep(support, weights, support[:, 0]))
     torch.testing.assert_close(maximum[0], torch.maximum(embedding.weight[1], embedding.weight[3]))
-    one_hot = ElementwiseMax().embed(embedding, torch.tensor([[2, 2]]), torch.tensor([[1.0, 0.0]]))
+    one_hot = ElementwiseMax().embed(embedding, MixtureStep(torch.tensor([[2, 2]]), torch.tensor([[1.0, 0.0]]), torch.tensor([2])))
     torch.testing.assert_close(one_hot[0], embedding.weight[2])
 
 
 def test_representative_and_weighted_likelihoods_on_hand_numbers():
     log_probs = torch.log(torch.tensor([[0.5, 0.3, 0.2]]))
     step = MixtureStep(support=torch.tensor([[0, 1]]), weights=torch.tensor([[0.9, 0.1]]), token=torch.tensor([1]))
-    representative = TopK(likelihood="representative").step_log_likelihood(log_probs, step)
+    representative = TopK(likelihood="representative").step_log_likelihood(log_probs, step, EMBEDDING)
     torch.testing.assert_close(representative, torch.log(torch.tensor([0.3])))
-    weighted = TopK(likelihood="weighted").step_log_likelihood(log_probs, step)
+    weighted = TopK(likelihood="weighted").step_log_likelihood(log_probs, step, EMBEDDING)
     expected = 0.625 * torch.log(torch.tensor(0.5)) + 0.375 * torch.log(torch.tensor(0.3))
     torch.testing.assert_close(weighted, expected.reshape(1))
 
@@ -112,7 +95,7 @@ def test_weighted_likelihood_ignores_slots_outside_the_support_and_has_gradients
     logits = torch.randn(2, 6, requires_grad=True)
     step = MixtureStep(support=torch.tensor([[0, 1, 2], [3, 4, 5]]), weights=torch.tensor([[0.5, 0.5, 0.0], [1.0, 0.0, 0.0]]), token=torch.tensor([0, 3]))
     rule = Nucleus(k=3, likelihood="weighted", temperature=1.0)
-    value = rule.step_log_likelihood(rule.log_probs(logits), step)
+    value = rule.step_log_likelihood(rule.log_probs(logits), step, EMBEDDING)
     torch.testing.assert_close(value[1], torch.log_softmax(logits, -1)[1, 3])
     value.sum().backward()
     assert torch.isfinite(logits.grad).all()

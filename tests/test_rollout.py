@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from motg_lightning.mixture import Dirichlet, Discrete, ElementwiseMax, Nucleus, Sampled, TopK
+from motg_lightning.decoder import prompt_positions
 from motg_lightning.rollout import generate
 
 RULES = [Discrete(), TopK(), Dirichlet(), Sampled(likelihood="weighted"), Nucleus(k=3), ElementwiseMax()]
@@ -159,3 +160,29 @@ def test_concatenated_rollouts_keep_every_row_and_its_likelihood(tiny_model, tok
     recomputed = trajectory_log_likelihood(tiny_model, rule, both)
     expected = torch.cat([short.log_likelihood[short.completion_mask], long.log_likelihood[long.completion_mask]])
     torch.testing.assert_close(recomputed[both.completion_mask], expected, atol=1e-4, rtol=1e-4)
+
+
+def test_filters_shape_sampling_but_not_the_recorded_likelihood(tiny_model, prompts, make_settings):
+    """A top-p filter this tight leaves only the mode; its log-probability stays unfiltered."""
+    import dataclasses
+
+    ids, mask = prompts
+    settings = dataclasses.replace(make_settings(max_new_tokens=6), top_p=1e-6)
+    torch.manual_seed(0)
+    rollout = generate(tiny_model, Sampled(k=2), ids, mask, settings)
+    with torch.no_grad():
+        first = Sampled().log_probs(tiny_model(input_ids=ids, attention_mask=mask, position_ids=prompt_positions(mask)).logits[:, -1])
+    assert torch.equal(rollout.tokens[:, 0], first.argmax(-1))
+    torch.testing.assert_close(rollout.log_likelihood[:, 0], first.max(-1).values, atol=1e-5, rtol=1e-5)
+    assert (rollout.log_likelihood[:, 0] < 0).all()
+
+
+def test_rule_draws_are_zero_on_steps_that_did_not_mix(tiny_model, prompts, make_settings):
+    from motg_lightning.dense_rules import Gaussian
+
+    ids, mask = prompts
+    torch.manual_seed(0)
+    rollout = generate(tiny_model, Gaussian(k=3), ids, mask, make_settings(max_new_tokens=10, thinking_budget=3))
+    noise = rollout.extras["noise"]
+    assert (noise[~rollout.thinking] == 0).all()
+    assert (noise[rollout.thinking].abs().sum(-1) > 0).all()

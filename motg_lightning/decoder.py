@@ -1,0 +1,133 @@
+"""The model side of a rollout: one prefill per distinct prompt, then one-position decode steps.
+
+A :class:`Decoder` owns the KV cache of a rollout. With ``static_cache`` the cache is a
+preallocated :class:`~transformers.StaticCache` and every decode step has the same shapes (the
+attention mask spans the whole cache; causality hides the positions not written yet), so the step
+can be compiled once: ``compile_mode="reduce-overhead"`` captures it in a CUDA graph on a GPU, which
+removes the per-kernel launch cost that dominates decoding small models. A compiled decoder keeps
+its cache between rollouts (reset in place), because a CUDA graph is tied to the cache's addresses.
+Compiling never changes what is sampled: only the deterministic part (embedding the chosen inputs,
+the transformer, the last position's logits) is compiled; the rule samples outside it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+from transformers import Cache, DynamicCache, PreTrainedModel, StaticCache
+
+from .mixture import MixtureRule, MixtureStep
+
+
+def prompt_positions(prompt_mask: Tensor) -> Tensor:
+    """Position ids of left-padded prompts: each prompt counts from its first real token."""
+    return (prompt_mask.long().cumsum(-1) - 1).clamp_min(0)
+
+
+def cache_keyword(model: PreTrainedModel) -> str:
+    """``cache`` on transformers ≥ 5.20 (where ``past_key_values`` is deprecated), else the old name."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _decode_forward(
+    model: PreTrainedModel, rule: MixtureRule, chosen: MixtureStep,
+    attention_mask: Tensor, position_ids: Tensor, cache: dict[str, Cache],
+) -> Tensor:
+    """Next-token logits ``[N, V]`` after feeding each row's chosen mixture."""
+    inputs = rule.embed(model.get_input_embeddings(), chosen)[:, None]
+    output = model(inputs_embeds=inputs, attention_mask=attention_mask, position_ids=position_ids, use_cache=True, **cache)
+    return output.logits[:, -1]
+
+
+class Decoder:
+    """Prefill and decode forwards of a causal LM over a KV cache, optionally compiled.
+
+    Args:
+        static_cache: preallocate the cache for the whole rollout instead of growing it by
+            concatenation every step.
+        compile_mode: ``torch.compile`` mode of the decode step (``"reduce-overhead"`` uses CUDA
+            graphs, ``"default"``, ``"max-autotune"``, ...); None runs it eagerly. Needs
+            ``static_cache``.
+        compile_backend: ``torch.compile`` backend (``"inductor"``; ``"aot_eager"`` checks capture
+            without generating kernels).
+        length_multiple: a compiled decoder rounds the cache length up to a multiple of this, so
+            prompts of slightly different lengths reuse one compiled step and one cache.
+    """
+
+    def __init__(
+        self, static_cache: bool = True, compile_mode: str | None = None, compile_backend: str | Callable = "inductor",
+        length_multiple: int = 64,
+    ):
+        if compile_mode is not None and not static_cache:
+            raise ValueError(f"compile_decode={compile_mode!r} needs static_cache=true: a growing cache changes shape every step.")
+        self.static_cache, self.compile_mode, self.length_multiple = static_cache, compile_mode, length_multiple
+        self._forward = _decode_forward
+        if compile_mode is not None:
+            self._forward = torch.compile(_decode_forward, mode=compile_mode, backend=compile_backend, fullgraph=True, dynamic=False)
+        self._kept: StaticCache | None = None  # a compiled decoder's cache, reused while its shape fits
+        self._state: dict[str, Any] = {}
+
+    def _static_cache(self, model: PreTrainedModel, rows: int, length: int, dtype: torch.dtype, device: torch.device) -> StaticCache:
+        if self.compile_mode is None:
+            return StaticCache(config=model.config, max_cache_len=length)
+        kept = self._kept
+        layer = kept.layers[0] if kept is not None else None
+        fits = (
+            layer is not None and layer.is_initialized and layer.max_cache_len == length
+            and layer.keys.shape[0] == rows and layer.keys.dtype == dtype and layer.keys.device == device
+        )
+        if fits:
+            kept.reset()
+        else:
+            self._kept = kept = StaticCache(config=model.config, max_cache_len=length)
+        return kept
+
+    def prefill(self, model: PreTrainedModel, prompt_ids: Tensor, prompt_mask: Tensor, steps: int) -> Tensor:
+        """Run each distinct prompt once and share its cache with its copies (a GRPO group);
+        return the ``[N, V]`` next-token logits of every row. Room is made for ``steps`` more."""
+        rows, prompt_length = prompt_ids.shape
+        distinct, row_of = torch.unique(torch.cat([prompt_ids, prompt_mask.long()], dim=1), dim=0, return_inverse=True)
+        ids, mask = distinct[:, :prompt_length], distinct[:, prompt_length:]
+        shared = DynamicCache(config=model.config)
+        keyword = cache_keyword(model)
+        output = model(
+            inputs_embeds=model.get_input_embeddings()(ids), attention_mask=mask,
+            position_ids=prompt_positions(mask), use_cache=True, logits_to_keep=1, **{keyword: shared},
+        )
+        length = prompt_length + steps
+        if self.static_cache:
+            if self.compile_mode is not None:
+                length = -(-length // self.length_multiple) * self.length_multiple
+            first = shared.layers[0].keys
+            cache: Cache = self._static_cache(model, rows, length, first.dtype, first.device)
+            for index, layer in enumerate(shared.layers):
+                cache.update(layer.keys[row_of], layer.values[row_of], index)
+        else:
+            shared.batch_select_indices(row_of)
+            cache = shared
+        attention = torch.ones(rows, length, dtype=torch.long, device=prompt_ids.device)
+        attention[:, :prompt_length] = prompt_mask.long()
+        self._state = {
+            "cache": {keyword: cache}, "attention": attention, "prompt_length": prompt_length,
+            "next_position": prompt_positions(prompt_mask)[:, -1:] + 1,
+        }
+        return output.logits[:, -1][row_of]
+
+    def step(self, model: PreTrainedModel, rule: MixtureRule, chosen: MixtureStep, step: int) -> Tensor:
+        """Logits ``[N, V]`` after feeding the inputs chosen at decode step ``step`` (from 0)."""
+        state = self._state
+        attention = state["attention"]
+        if not self.static_cache:
+            attention = attention[:, : state["prompt_length"] + step + 1]
+        if self.compile_mode is not None and chosen.support.is_cuda:
+            torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs are no longer read
+        position = state["next_position"] + step
+        return self._forward(model, rule, chosen, attention, position, state["cache"])
+
+    def release(self) -> None:
+        """Drop the rollout's state (a compiled decoder keeps its cache for the next rollout)."""
+        self._state = {}
