@@ -91,7 +91,8 @@ class Gaussian(MixtureRule):
         policy_weights = self._mean_weights(log_probs, step.support)
         # e − μ_θ = Σ (w_old − p̃_θ) E[S] + σ ε, without rebuilding e in full.
         residual = ((step.weights - policy_weights).unsqueeze(-1) * vectors).sum(-2) + step.extras["noise"].float()
-        sigma = step.extras["sigma"].float().clamp_min(torch.finfo(torch.float32).tiny)
+        sigma = step.extras["sigma"].float()
+        sigma = torch.where(sigma > 0, sigma, 1.0)  # steps that did not mix record σ = 0; keep their gradient finite
         dimension = residual.shape[-1]
         squared = residual.pow(2).sum(-1)
         return -0.5 * squared / sigma**2 - dimension * torch.log(sigma) - 0.5 * dimension * math.log(2 * math.pi)

@@ -82,3 +82,4 @@ def test_every_method_config_trains(tmp_path, method):
         assert cli.model.hparams[name] == value
     assert cli.trainer.global_step == 1
     assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
+    assert torch.isfinite(cli.trainer.callback_metrics["train/grad_norm"])

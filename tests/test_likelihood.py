@@ -25,13 +25,15 @@ def test_recomputed_log_likelihood_matches_the_rollout(tiny_model, tokenizer, pr
     torch.testing.assert_close(recomputed[rollout.completion_mask], rollout.log_likelihood[rollout.completion_mask], atol=1e-4, rtol=1e-4)
 
 
-def test_log_likelihood_is_differentiable(tiny_model, tokenizer, prompts, make_settings):
+@pytest.mark.parametrize("rule", RULES, ids=lambda r: f"{type(r).__name__}-{r.likelihood}")
+def test_log_likelihood_has_finite_gradients(tiny_model, tokenizer, prompts, make_settings, rule):
+    """Also through steps that did not mix, whose rule-specific likelihood is discarded."""
     torch.manual_seed(0)
     ids, mask = prompts
-    rule = Dirichlet()
-    rollout = generate(tiny_model, rule, ids, mask, make_settings(max_new_tokens=6))
+    rollout = generate(tiny_model, rule, ids, mask, make_settings(max_new_tokens=12, thinking_budget=3))
+    assert (~rollout.thinking & rollout.loss_mask).any() and rollout.thinking.any()
     tiny_model.zero_grad()
-    trajectory_log_likelihood(tiny_model, rule, rollout)[rollout.loss_mask].sum().backward()
+    trajectory_log_likelihood(tiny_model, rule, rollout, chunk_size=4)[rollout.loss_mask].sum().backward()
     grads = [p.grad for p in tiny_model.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
     tiny_model.zero_grad()
