@@ -40,6 +40,7 @@ def dynamic_sample(
     next_batch: Callable[[], dict[str, Any]],
     group_size: int,
     max_rounds: int,
+    agree: Callable[[bool], bool] = bool,
 ) -> tuple[Rollout, list[str], list[dict], RewardOutput, float, int]:
     """Groups with reward variance from ``batch`` and, while short, from ``next_batch()``.
 
@@ -47,6 +48,8 @@ def dynamic_sample(
         roll_out: rolls out and scores a batch: rollout, completions, entries, rewards, seconds.
         max_rounds: rollouts at most (the first included); if none of them varied, the first
             batch is returned as it is (its advantages are zero, the step still runs).
+        agree: turns this process's "I need another round" into the decision of all processes
+            (true while any needs one), so that every rank rolls out the same number of times.
 
     Returns:
         rollout, completions, entries, rewards, seconds spent rolling out, rounds used.
@@ -54,7 +57,7 @@ def dynamic_sample(
     wanted = batch["prompt_ids"].shape[0]
     kept: list[tuple[Rollout, list[str], list[dict], RewardOutput]] = []
     found, seconds, rounds, first = 0, 0.0, 0, None
-    while found < wanted and rounds < max_rounds:
+    while agree(found < wanted and rounds < max_rounds):
         rollout, completions, entries, rewards, spent = roll_out(batch if rounds == 0 else next_batch())
         first = first or (rollout, completions, entries, rewards)
         seconds, rounds = seconds + spent, rounds + 1

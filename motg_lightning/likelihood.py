@@ -35,6 +35,11 @@ def _score_chunk(
     return score_steps(rule, head(hidden), step, thinking, embedding)
 
 
+#: the name under which a sharded (FSDP2) model carries :func:`trajectory_log_likelihood` as a
+#: registered forward method, so that its parameters are gathered around the whole computation
+SHARDED_METHOD = "motg_trajectory_log_likelihood"
+
+
 def trajectory_log_likelihood(
     model: PreTrainedModel, rule: MixtureRule, rollout: Rollout, chunk_size: int | None = None
 ) -> Tensor:
@@ -43,6 +48,14 @@ def trajectory_log_likelihood(
     Args:
         chunk_size: steps per vocabulary projection; None projects all steps at once.
     """
+    sharded = getattr(model, SHARDED_METHOD, None)
+    if sharded is not None:
+        return sharded(rule, rollout, chunk_size)
+    return log_likelihood_of_steps(model, rule, rollout, chunk_size)
+
+
+def log_likelihood_of_steps(model: PreTrainedModel, rule: MixtureRule, rollout: Rollout, chunk_size: int | None) -> Tensor:
+    """:func:`trajectory_log_likelihood` itself, run where the model's parameters are whole."""
     steps = rollout.tokens.shape[1]
     embedding = model.get_input_embeddings()
     inputs = dict(

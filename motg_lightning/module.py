@@ -17,14 +17,19 @@ import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
+from torch.distributed.fsdp.wrap import wrap
+from torch.utils.data import DataLoader, DistributedSampler
 from torchmetrics import MeanMetric
 
 from .grpo import (
     LossType, ScaleRewards, aggregate_loss, clipped_surrogate, group_advantages, high_entropy_mask, k3_kl,
     sync_reference, token_mean,
 )
+from .distributed import (
+    layer_classes, max_over_ranks, register_forward_method, shard_fully, unsharded_for_generation, world_size,
+)
 from .dynamic_sampling import dynamic_sample
-from .likelihood import trajectory_log_likelihood
+from .likelihood import SHARDED_METHOD, log_likelihood_of_steps, trajectory_log_likelihood
 from .metrics import completions_markdown, masked_mean, rollout_metrics
 from .mixture import Dirichlet, MixtureRule
 from .models import EMBEDDED_MODEL, DType, load_causal_lm, load_tokenizer
@@ -83,6 +88,9 @@ class MoTGRPOModule(L.LightningModule):
         dtype, gradient_checkpointing: model loading options.
         log_completions_every_n_steps: how often sample completions go to TensorBoard's text tab.
         sync_every: decode steps between checks that every sequence stopped.
+        shard_layer_classes: module classes sharded one by one under FSDP2 (Lightning's
+            ``ModelParallelStrategy``); default: the model's ``_no_split_modules`` (its decoder
+            layers). FSDP1 (``FSDPStrategy``) takes its wrap policy from the strategy instead.
         compile_decode: ``torch.compile`` mode of the rollout's decode step; ``reduce-overhead``
             captures it in a CUDA graph (the fast setting on a GPU); None decodes eagerly (CPU).
     """
@@ -127,6 +135,7 @@ class MoTGRPOModule(L.LightningModule):
         log_completions_every_n_steps: int = 10,
         sync_every: int = 16,
         compile_decode: str | None = None,
+        shard_layer_classes: list[str] | None = None,
     ):
         super().__init__()
         if num_generations < 2:
@@ -171,9 +180,17 @@ class MoTGRPOModule(L.LightningModule):
             return
         hp = self.hparams
         self.policy = load_causal_lm(hp.model_name_or_path, hp.dtype, hp.gradient_checkpointing).train()
-        if hp.beta != 0:
-            reference = copy.deepcopy(self.policy).requires_grad_(False).eval()
-            self._frozen["reference"] = reference
+        reference = copy.deepcopy(self.policy).requires_grad_(False).eval() if hp.beta != 0 else None
+        mesh = getattr(self, "_device_mesh", None)  # set by Lightning's ModelParallelStrategy (FSDP2)
+        if mesh is not None:
+            classes = layer_classes(self.policy, hp.shard_layer_classes)
+            for model in (self.policy, reference):
+                if model is not None:
+                    shard_fully(model, mesh["data_parallel"], classes)
+                    register_forward_method(model, SHARDED_METHOD, log_likelihood_of_steps)
+        if reference is not None:
+            # Under FSDPStrategy (FSDP1) wrap() shards the reference like the policy; elsewhere it returns it unchanged.
+            self._frozen["reference"] = wrap(reference)
         self.tokenizer = load_tokenizer(hp.model_name_or_path)
         eos = {self.tokenizer.eos_token_id, *_as_list(self.policy.generation_config.eos_token_id)} - {None}
         forcing = hp.thinking_budget is not None or hp.force_answer_on_eos or hp.cold_stop_entropy is not None
@@ -228,7 +245,8 @@ class MoTGRPOModule(L.LightningModule):
         mask = batch["prompt_mask"].repeat_interleave(group_size, dim=0)
         entries = [entry for entry in batch["entries"] for _ in range(group_size)]
         start = time.perf_counter()
-        rollout = generate(self.policy, self.mixture, ids, mask, self.settings, self.decoder)
+        with unsharded_for_generation(self.policy):
+            rollout = generate(self.policy, self.mixture, ids, mask, self.settings, self.decoder, synced=world_size() > 1)
         seconds = time.perf_counter() - start
         return rollout, self.decode(rollout), entries, seconds
 
@@ -238,20 +256,27 @@ class MoTGRPOModule(L.LightningModule):
         return self.tokenizer.batch_decode(rows, skip_special_tokens=True)
 
     # --------------------------------------------------------------------------------- training
-    def _micro_batches(self, rollout: Rollout) -> list[slice]:
-        """Row slices of at most ``micro_batch_size`` rollouts and ``micro_batch_tokens`` tokens."""
+    def _micro_batches(self, rollout: Rollout) -> tuple[list[slice], int]:
+        """Row slices of at most ``micro_batch_size`` rollouts and ``micro_batch_tokens`` tokens,
+        and how many are real: when distributed, every rank gets as many slices as the rank with
+        the most (extra ones repeat row 0 and are not counted), so forwards and backwards — which
+        are collectives under DDP and FSDP — match across ranks even when rollouts differ in size."""
         count, length = rollout.tokens.shape[0], rollout.prompt_ids.shape[1] + rollout.tokens.shape[1]
         size = self.hparams.micro_batch_size
         if self.hparams.micro_batch_tokens is not None:
             size = max(1, min(size, self.hparams.micro_batch_tokens // length))
-        return [slice(start, min(start + size, count)) for start in range(0, count, size)]
+        real = [slice(start, min(start + size, count)) for start in range(0, count, size)]
+        matched = max_over_ranks(len(real), self.device)
+        return real + [slice(0, 1)] * (matched - len(real)), len(real)
 
     def _log_likelihood(self, model: torch.nn.Module, rollout: Rollout) -> Tensor:
         return trajectory_log_likelihood(model, self.mixture, rollout, self.hparams.logit_chunk_size)
 
     @torch.no_grad()
     def _log_likelihood_without_grad(self, model: torch.nn.Module, rollout: Rollout) -> Tensor:
-        return torch.cat([self._log_likelihood(model, rollout.select(rows)) for rows in self._micro_batches(rollout)])
+        slices, real = self._micro_batches(rollout)
+        values = [self._log_likelihood(model, rollout.select(rows)) for rows in slices]
+        return torch.cat(values[:real])
 
     def _scored_rollout(self, batch: dict[str, Any]) -> tuple[Rollout, list[str], list[dict], RewardOutput, float]:
         rollout, completions, entries, seconds = self.rollout(batch, self.hparams.num_generations)
@@ -264,18 +289,33 @@ class MoTGRPOModule(L.LightningModule):
             raise ValueError("model.dynamic_sampling=true draws extra prompts from a datamodule; pass one to fit().")
         for _ in range(2):
             if self._refill is None:
-                self._refill = iter(datamodule.train_dataloader())
+                self._refill = iter(self._rank_share(datamodule.train_dataloader()))
             try:
                 return self.trainer.strategy.batch_to_device(next(self._refill))
             except StopIteration:
                 self._refill = None
         raise ValueError("model.dynamic_sampling=true: the training data is empty.")
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+    def _rank_share(self, loader: DataLoader) -> DataLoader:
+        """``loader`` restricted to this process's share of the data when distributed."""
+        if self.trainer.world_size == 1:
+            return loader
+        sampler = DistributedSampler(loader.dataset, **self.trainer.strategy.distributed_sampler_kwargs, seed=self.current_epoch + 1)
+        return DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler, collate_fn=loader.collate_fn)
+
+    def _any_rank(self, flag: bool) -> bool:
+        return max_over_ranks(int(flag), self.device) > 0
+
+    def on_fit_start(self) -> None:
+        if self.trainer.world_size > 1:  # ranks draw different rollouts even for equal prompts
+            torch.manual_seed(torch.initial_seed() + self.global_rank)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
         hp = self.hparams
         if hp.dynamic_sampling:
             rollout, completions, entries, rewards, seconds, rounds = dynamic_sample(
-                batch, self._scored_rollout, self._next_refill_batch, hp.num_generations, hp.max_sampling_rounds
+                batch, self._scored_rollout, self._next_refill_batch, hp.num_generations, hp.max_sampling_rounds,
+                agree=self._any_rank,
             )
         else:
             (rollout, completions, entries, rewards, seconds), rounds = self._scored_rollout(batch), 1
@@ -291,16 +331,20 @@ class MoTGRPOModule(L.LightningModule):
         if self.device.type == "cuda":
             stats["peak_memory_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
         reward = stats.pop("reward")
-        self.log("train/reward", reward, prog_bar=True, batch_size=len(entries))
-        self.log_dict({f"train/{name}": value for name, value in stats.items()}, on_step=True, batch_size=len(entries))
+        self.log("train/reward", reward, prog_bar=True, batch_size=len(entries), sync_dist=True)
+        self.log_dict({f"train/{name}": value for name, value in stats.items()}, on_step=True, batch_size=len(entries), sync_dist=True)
         if hp.log_completions_every_n_steps > 0 and batch_idx % hp.log_completions_every_n_steps == 0:
             self._log_completions([e["question"] for e in entries], completions, rewards.total)
-        return update["loss"]
+        # this process's own figures, for callbacks (the logged ones are averaged over processes)
+        return {"loss": update["loss"], "local_reward": rewards.total.mean(), "local_rows": torch.tensor(len(entries))}
 
     def _gradient_norm(self) -> Tensor:
         """Total L2 norm of the policy's gradients before clipping (stays on the device)."""
-        norms = [p.grad.detach().float().norm() for p in self.policy.parameters() if p.grad is not None]
-        return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros((), device=self.device)
+        grads = [p.grad.detach() for p in self.policy.parameters() if p.grad is not None]
+        if not grads:
+            return torch.zeros((), device=self.device)
+        norm = torch.nn.utils.get_total_norm(grads).float()
+        return norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # sharded (FSDP2) gradients
 
     def _policy_update(self, rollout: Rollout, advantages: Tensor, loss_mask: Tensor) -> dict[str, Tensor]:
         """``num_iterations`` optimizer steps over micro-batches; returns loss, KL, clip fraction
@@ -316,8 +360,9 @@ class MoTGRPOModule(L.LightningModule):
         optimizer, scheduler = self.optimizers(), self.lr_schedulers()
         sums = {name: torch.zeros((), device=self.device) for name in ("loss", "kl", "clip_fraction", "grad_norm")}
         for _ in range(hp.num_iterations):
-            for rows in self._micro_batches(rollout):
-                mask = loss_mask[rows]
+            slices, real = self._micro_batches(rollout)
+            for index, rows in enumerate(slices):
+                mask = loss_mask[rows] if index < real else torch.zeros_like(loss_mask[rows])
                 log_likelihood = self._log_likelihood(self.policy, rollout.select(rows))
                 old_rows = old[rows] if old is not None else log_likelihood.detach()
                 per_step, clipped = clipped_surrogate(log_likelihood, old_rows, advantages[rows], hp.epsilon, self.epsilon_high)
@@ -373,8 +418,9 @@ class MoTGRPOModule(L.LightningModule):
     def _log_evaluation(self, prefix: str) -> None:
         values = {f"{prefix}/accuracy/{task}": metric.compute() for task, metric in self.eval_accuracy.items() if metric.update_called}
         if values:
-            self.log_dict(values)
-            self.log(f"{prefix}/accuracy", torch.stack(list(values.values())).mean(), prog_bar=True)
+            # torchmetrics has already synchronised the values; sync_dist only averages equal numbers
+            self.log_dict(values, sync_dist=True)
+            self.log(f"{prefix}/accuracy", torch.stack(list(values.values())).mean(), prog_bar=True, sync_dist=True)
         for metric in self.eval_accuracy.values():
             metric.reset()
 

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from transformers import PreTrainedModel
 
 from .decoder import Decoder, prompt_positions
+from .distributed import finished_everywhere
 from .mixture import MixtureRule, MixtureStep, sample_index, weight_entropy
 from .sampling_filters import filter_log_probs
 from .stops import TokenPatterns
@@ -194,11 +195,14 @@ def generate(
     prompt_mask: Tensor,
     settings: RolloutSettings,
     decoder: Decoder | None = None,
+    synced: bool = False,
 ) -> Rollout:
     """Roll out every row of ``prompt_ids`` (already repeated per group member) with ``rule``.
 
     ``decoder`` runs the model (default: a fresh one from ``settings``); pass the same one to
-    every call when the decode step is compiled."""
+    every call when the decode step is compiled. ``synced``: every process of the default
+    process group calls this together and all stop at the same step (needed when parameters are
+    sharded, so that every forward is matched on every rank)."""
     device = prompt_ids.device
     n = prompt_ids.shape[0]
     steps, k = settings.max_new_tokens, rule.support_size
@@ -289,7 +293,7 @@ def generate(
             thinking = thinking & ~think_end.matches(window) & ~forced_all  # forcing always ends thinking
             finished = finished | torch.isin(token, eos_ids) | stop.matches(window)
 
-            if (t + 1) % settings.sync_every == 0 and bool(finished.all()):
+            if (t + 1) % settings.sync_every == 0 and (finished_everywhere(finished) if synced else bool(finished.all())):
                 used = t + 1
                 break
             if t + 1 == steps:

@@ -54,3 +54,14 @@ def test_a_full_first_batch_needs_no_more_rollouts():
     roll_out, calls = scripted([[0, 1, 1, 0]])
     *_, rounds = dynamic_sample(BATCH, roll_out, lambda: {}, 2, 3)
     assert rounds == 1 and len(calls) == 1
+
+
+def test_a_full_rank_keeps_rolling_out_while_another_needs_more_and_ignores_the_extra_groups():
+    """Distributed: ``agree`` says another rank still needs a round; this rank's result stays the same."""
+    roll_out, calls = scripted([[0, 1, 1, 0], [0, 1, 0, 1], [1, 0, 1, 0]])
+    others_need_more = iter([True, True, False])
+    rollout, completions, _, rewards, _, rounds = dynamic_sample(
+        BATCH, roll_out, lambda: {}, 2, 5, agree=lambda mine: mine or next(others_need_more)
+    )
+    assert rounds == 3 and len(calls) == 3
+    assert completions == ["c00", "c01", "c02", "c03"] and rewards.total.tolist() == [0.0, 1.0, 1.0, 0.0]

@@ -85,9 +85,19 @@ def test_invalid_settings_name_the_field(field, value):
 def test_micro_batches_respect_the_token_budget():
     module = MoTGRPOModule(TINY_MODEL, micro_batch_size=8, micro_batch_tokens=250)
     rollout = type("R", (), {"tokens": torch.zeros(10, 40), "prompt_ids": torch.zeros(10, 60)})()
-    assert module._micro_batches(rollout) == [slice(0, 2), slice(2, 4), slice(4, 6), slice(6, 8), slice(8, 10)]
+    assert module._micro_batches(rollout) == ([slice(0, 2), slice(2, 4), slice(4, 6), slice(6, 8), slice(8, 10)], 5)
     unlimited = MoTGRPOModule(TINY_MODEL, micro_batch_size=8)
-    assert unlimited._micro_batches(rollout) == [slice(0, 8), slice(8, 10)]
+    assert unlimited._micro_batches(rollout) == ([slice(0, 8), slice(8, 10)], 2)
+
+
+def test_micro_batches_are_padded_to_the_busiest_rank(monkeypatch):
+    """Another rank has four micro-batches: this one runs four too, the extra ones not counted."""
+    import motg_lightning.module as module_file
+
+    monkeypatch.setattr(module_file, "max_over_ranks", lambda value, device=None: max(value, 4))
+    module = MoTGRPOModule(TINY_MODEL, micro_batch_size=8)
+    rollout = type("R", (), {"tokens": torch.zeros(10, 40), "prompt_ids": torch.zeros(10, 60)})()
+    assert module._micro_batches(rollout) == ([slice(0, 8), slice(8, 10), slice(0, 1), slice(0, 1)], 2)
 
 
 def test_sync_without_a_reference_model_is_rejected():

@@ -1,0 +1,122 @@
+"""What a rollout needs to run under Lightning's distributed strategies (DDP, FSDP, FSDP2).
+
+* Every rank rolls out its own prompts, each with its whole group, so group statistics are exact
+  without communication; only the loss normaliser and logged metrics are reduced.
+* With sharded parameters every forward is a collective, so ranks must run the same number of
+  decode steps: :func:`finished_everywhere` stops a rollout only when every rank is done (as
+  ``synced_gpus`` does in Hugging Face ``generate``).
+* FSDP2 (:class:`FSDP2Strategy`, Lightning's ``ModelParallelStrategy`` without tensor
+  parallelism) shards in the module's ``configure_model`` with :func:`shard_fully`; :func:`unsharded_for_generation` keeps the gathered parameters for the
+  whole rollout instead of gathering them again at every decode step.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from lightning.fabric.plugins.collectives.torch_collective import default_pg_timeout
+from lightning.pytorch.strategies import ModelParallelStrategy
+from torch import Tensor, nn
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def finished_everywhere(finished: Tensor) -> bool:
+    """Whether every sequence on every rank has stopped (one small all-reduce when distributed)."""
+    done = finished.all()
+    if world_size() > 1:
+        done = done.to(torch.int32)
+        dist.all_reduce(done, op=dist.ReduceOp.MIN)
+    return bool(done)
+
+
+def layer_classes(model: nn.Module, names: Sequence[str] | None) -> tuple[type[nn.Module], ...]:
+    """The module classes called ``names`` inside ``model`` (default: the model's
+    ``_no_split_modules``, its decoder-layer classes in Hugging Face models)."""
+    wanted = set(names if names is not None else getattr(model, "_no_split_modules", None) or [])
+    found = {type(module) for module in model.modules() if type(module).__name__ in wanted}
+    missing = wanted - {cls.__name__ for cls in found}
+    if missing or not found:
+        present = sorted({type(module).__name__ for module in model.modules() if "Layer" in type(module).__name__ or "Block" in type(module).__name__})
+        raise ValueError(
+            f"model.shard_layer_classes={sorted(wanted)}: the model has no module of class {sorted(missing or wanted)}; "
+            f"name its decoder-layer class instead (layer-like classes in this model: {present})."
+        )
+    return tuple(found)
+
+
+def shard_fully(model: nn.Module, mesh, classes: tuple[type[nn.Module], ...]) -> None:
+    """FSDP2: shard every module of ``classes``, then the rest of ``model``, over ``mesh``."""
+    from torch.distributed.fsdp import fully_shard
+
+    for module in model.modules():
+        if isinstance(module, classes):
+            fully_shard(module, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+
+
+def _fsdp2_modules(model: nn.Module) -> list[nn.Module]:
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # torch without FSDP2
+        return []
+    return [module for module in model.modules() if isinstance(module, FSDPModule)]
+
+
+def register_forward_method(model: nn.Module, name: str, function: Callable[..., Any]) -> None:
+    """Attach ``function(model, ...)`` to an FSDP2 model as method ``name`` that gathers and
+    reshards parameters (and syncs gradients) like ``forward``: for computations, such as the
+    loss's chunked vocabulary projection, that use the model's parts outside its ``forward``."""
+    from torch.distributed.fsdp import register_fsdp_forward_method
+
+    setattr(model, name, types.MethodType(function, model))
+    register_fsdp_forward_method(model, name)
+
+
+@contextmanager
+def unsharded_for_generation(model: nn.Module) -> Iterator[None]:
+    """Gather an FSDP2 model's parameters for the whole rollout (a no-op for other models): the
+    rollout embeds its inputs outside ``forward`` and should not gather again at every step."""
+    sharded = _fsdp2_modules(model)
+    for module in sharded:
+        module.set_reshard_after_forward(False)
+        module.unshard()
+    try:
+        yield
+    finally:
+        for module in sharded:
+            module.reshard()
+            module.set_reshard_after_forward(True)
+
+
+def max_over_ranks(value: int, device: torch.device | None = None) -> int:
+    """The largest ``value`` of any rank (``value`` itself when not distributed)."""
+    if world_size() == 1:
+        return value
+    tensor = torch.tensor(value, dtype=torch.int64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return int(tensor)
+
+
+class FSDP2Strategy(ModelParallelStrategy):
+    """Lightning's ``ModelParallelStrategy`` as plain FSDP2: every process in one data-parallel
+    dimension (no tensor parallelism), so ``data_parallel_size`` need not be spelled out; the
+    module shards itself in ``configure_model``."""
+
+    def __init__(self, save_distributed_checkpoint: bool = True, process_group_backend: str | None = None, timeout: timedelta = default_pg_timeout):
+        super().__init__(
+            data_parallel_size="auto", tensor_parallel_size=1, save_distributed_checkpoint=save_distributed_checkpoint,
+            process_group_backend=process_group_backend, timeout=timeout,
+        )
+
+    def setup_environment(self) -> None:
+        self._data_parallel_size = self.world_size
+        super().setup_environment()

@@ -1,0 +1,43 @@
+"""A callback the distributed tests add to ``fit``: each rank writes what it saw and did."""
+
+import json
+import os
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+
+
+class RankProbe(L.Callback):
+    """Writes ``rank_<r>.json`` into ``$MOTG_PROBE_DIR``: per step the questions of the batch,
+    this rank's rollout size, mean reward and time, and the logged (reduced) reward; at the end a
+    checksum of the policy's parameters (gathered when sharded) and the peak GPU memory."""
+
+    def __init__(self):
+        self.steps = []
+        self.started = 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.steps.append({
+            "seconds": time.perf_counter() - self.started,
+            "questions": [entry["question"] for entry in batch["entries"]],
+            "local_rows": int(outputs["local_rows"]),
+            "local_reward": float(outputs["local_reward"]),
+            "logged_reward": float(trainer.callback_metrics["train/reward"]),
+        })
+
+    def on_train_end(self, trainer, pl_module):
+        checksum = sum(float(p.detach().full_tensor().double().sum() if hasattr(p, "full_tensor") else p.detach().double().sum())
+                       for p in pl_module.policy.parameters())
+        later = [step["seconds"] for step in self.steps[1:]] or [step["seconds"] for step in self.steps]
+        cuda = pl_module.device.type == "cuda"
+        record = {
+            "rank": trainer.global_rank, "world_size": trainer.world_size, "steps": self.steps, "checksum": checksum,
+            "seconds_per_step": sum(later) / len(later),
+            "peak_memory_gib": torch.cuda.max_memory_allocated(pl_module.device) / 2**30 if cuda else float("nan"),
+        }
+        Path(os.environ["MOTG_PROBE_DIR"], f"rank_{trainer.global_rank}.json").write_text(json.dumps(record))

@@ -1,0 +1,97 @@
+"""Two CPU processes (gloo) under Lightning's DDP: both train, groups stay whole, results reduce."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from motg_lightning.distributed import finished_everywhere, layer_classes, max_over_ranks, world_size
+from motg_lightning.models import TINY_MODEL, load_causal_lm
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _fit_on_cpu_processes(tmp_path, *extra, devices=2, strategy=("--trainer.strategy=ddp",)):
+    """``main.py fit`` on ``devices`` CPU processes (gloo); each rank's probe record."""
+    for old in tmp_path.glob("rank_*.json"):
+        old.unlink()
+    env = {**os.environ, "MOTG_PROBE_DIR": str(tmp_path), "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)])}
+    command = [
+        sys.executable, "main.py", "fit", "--config", "configs/smoke.yaml", *strategy, "--trainer.accelerator=cpu",
+        "--trainer.precision=32-true", f"--trainer.devices={devices}", f"--trainer.default_root_dir={tmp_path}",
+        "--trainer.callbacks+=ddp_probe.RankProbe", "--trainer.limit_val_batches=0", *extra,
+    ]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [json.loads((tmp_path / f"rank_{rank}.json").read_text()) for rank in range(devices)]
+
+
+def test_ddp_fit_on_two_cpu_processes(tmp_path):
+    ranks = _fit_on_cpu_processes(tmp_path, "--trainer.max_steps=3")
+    group_size, prompts_per_rank = 2, 2  # configs/smoke.yaml
+    for rank in ranks:
+        assert rank["world_size"] == 2 and len(rank["steps"]) == 3
+        # every prompt of the rank's batch is rolled out G times on that rank: groups never split
+        assert all(step["local_rows"] == prompts_per_rank * group_size for step in rank["steps"])
+    for first, second in zip(ranks[0]["steps"], ranks[1]["steps"]):
+        assert first["questions"] != second["questions"], "each rank gets its own prompts"
+        expected = (first["local_reward"] + second["local_reward"]) / 2
+        assert first["logged_reward"] == pytest.approx(expected, abs=1e-6)
+        assert second["logged_reward"] == pytest.approx(expected, abs=1e-6)
+    assert ranks[0]["checksum"] == pytest.approx(ranks[1]["checksum"], rel=1e-9), "gradients are averaged: weights agree"
+
+
+def test_ddp_with_dynamic_sampling_keeps_the_ranks_in_step(tmp_path):
+    """Ranks may need different numbers of extra rollouts and micro-batches; none may hang."""
+    ranks = _fit_on_cpu_processes(tmp_path, "--trainer.max_steps=2", "--model.dynamic_sampling=true", "--model.max_sampling_rounds=3")
+    assert all(len(rank["steps"]) == 2 for rank in ranks)
+
+
+FSDP2 = ("--config", "configs/strategy/fsdp2.yaml")
+
+
+def test_fsdp2_shards_policy_and_reference_and_resumes_on_fewer_devices(tmp_path):
+    """Training, validation (rollouts with the sharded model) and a distributed checkpoint.
+    (Lightning's FSDP1 strategy needs CUDA; FSDP2 runs on CPU processes too.)"""
+    ranks = _fit_on_cpu_processes(tmp_path, "--trainer.max_steps=2", "--model.beta=0.1", "--trainer.limit_val_batches=1", strategy=FSDP2)
+    assert all(len(rank["steps"]) == 2 and rank["world_size"] == 2 for rank in ranks)
+    assert ranks[0]["checksum"] == pytest.approx(ranks[1]["checksum"], rel=1e-9)
+    checkpoint = next(tmp_path.rglob("*.ckpt"))
+    assert checkpoint.is_dir(), "a distributed checkpoint: one folder of shards"
+    resumed = _fit_on_cpu_processes(tmp_path, "--trainer.max_steps=3", "--model.beta=0.1", f"--ckpt_path={checkpoint}",
+                                    devices=1, strategy=FSDP2)
+    assert len(resumed[0]["steps"]) == 1, "the run goes on from step 2"
+
+
+def test_helpers_are_local_without_a_process_group():
+    assert world_size() == 1
+    assert max_over_ranks(3) == 3
+    assert finished_everywhere(torch.tensor([True, True])) and not finished_everywhere(torch.tensor([True, False]))
+
+
+def test_shard_layers_default_to_the_decoder_layers_and_wrong_names_are_refused():
+    model = load_causal_lm(TINY_MODEL)
+    assert [cls.__name__ for cls in layer_classes(model, None)] == ["LlamaDecoderLayer"]
+    with pytest.raises(ValueError, match="shard_layer_classes"):
+        layer_classes(model, ["QwenBlock"])
+
+
+def test_padding_micro_batches_for_other_ranks_changes_nothing(tmp_path, monkeypatch):
+    """The extra micro-batches a rank runs to match the busiest rank carry no weight."""
+    import motg_lightning.module as module_file
+    from motg_lightning.cli import main
+
+    def trained(name, *extra):
+        cli = main(["fit", "--config", str(ROOT / "configs" / "smoke.yaml"), f"--trainer.default_root_dir={tmp_path / name}",
+                    "--trainer.limit_val_batches=0", "--trainer.enable_checkpointing=false", "--trainer.logger=false", *extra])
+        return {name: value.detach().clone() for name, value in cli.model.policy.named_parameters()}
+
+    plain = trained("plain")
+    monkeypatch.setattr(module_file, "max_over_ranks", lambda value, device=None: value + 2)
+    padded = trained("padded")
+    for name, value in plain.items():
+        torch.testing.assert_close(padded[name], value, msg=name)
