@@ -32,6 +32,8 @@ RULES = {  # benchmark name -> (module.class under motg_lightning, its options)
     "elementwise_max": ("mixture.ElementwiseMax", {"k": 2}),
     "gumbel": ("related_rules.Gumbel", {"k": 2}),
     "multiplex": ("related_rules.Multiplex", {"k": 2}),
+    "gaussian": ("dense_rules.Gaussian", {"k": 16}),
+    "mixture_of_inputs": ("dense_rules.MixtureOfInputs", {"k": 16}),
 }
 BASELINES = ["hf_generate", "hf_generate_static", "naive_loop"]
 QUESTION = "Calculate 7 + 8. Think step by step, then give the answer."

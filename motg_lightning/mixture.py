@@ -161,6 +161,19 @@ class Discrete(MixtureRule):
         return MixtureStep(token.unsqueeze(-1), torch.ones_like(token, dtype=torch.float32).unsqueeze(-1), token)
 
 
+class Greedy(MixtureRule):
+    """Greedy decoding: the most probable token with weight 1, in both phases (evaluation)."""
+
+    REPRESENTATIVE_IS_SAMPLE = True
+
+    def __init__(self, temperature: float = 1.0):
+        super().__init__(k=1, temperature=temperature, likelihood="representative")
+
+    def choose(self, log_probs: Tensor, embedding: nn.Module) -> MixtureStep:
+        token = log_probs.argmax(-1)
+        return MixtureStep(token.unsqueeze(-1), torch.ones_like(token, dtype=torch.float32).unsqueeze(-1), token)
+
+
 class TopK(MixtureRule):
     """Deterministic top-k mixture, weights ``p_t`` renormalised on the top k (Soft Thinking,
     arXiv 2505.15778; the paper's deterministic variant)."""

@@ -19,8 +19,9 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 from torch.distributed.fsdp.wrap import wrap
 from torch.utils.data import DataLoader, DistributedSampler
-from torchmetrics import MeanMetric
 
+from .exploration import hidden_state_entropy, profile_by_step, token_exploration
+from .evaluation import EvalDecoding, EvaluationMetrics, evaluation_rule
 from .grpo import (
     LossType, ScaleRewards, aggregate_loss, clipped_surrogate, group_advantages, high_entropy_mask, k3_kl,
     sync_reference, token_mean,
@@ -33,10 +34,13 @@ from .likelihood import SHARDED_METHOD, log_likelihood_of_steps, trajectory_log_
 from .metrics import completions_markdown, masked_mean, rollout_metrics
 from .mixture import Dirichlet, MixtureRule
 from .models import EMBEDDED_MODEL, DType, load_causal_lm, load_tokenizer
-from .rewards import RewardFunction, RewardOutput
-from .rollout import Rollout, RolloutSettings, generate
+from .rewards import RewardFunction, RewardOutput, format_reward
+from .rollout import Rollout, RolloutSettings, eval_mode, generate
 from .sampling_filters import validate_filters
 from .stops import TokenPatterns
+
+
+EXPLORATION_BUCKETS = 8  # step-index buckets of the entropy profiles
 
 
 class MoTGRPOModule(L.LightningModule):
@@ -87,6 +91,13 @@ class MoTGRPOModule(L.LightningModule):
         lr_scheduler: scheduler factory, stepped once per optimizer step.
         dtype, gradient_checkpointing: model loading options.
         log_completions_every_n_steps: how often sample completions go to TensorBoard's text tab.
+        eval_decoding: how ``validate``/``test`` roll out: ``mixture`` (the training rule),
+            ``sample`` (discrete sampling at its temperature) or ``greedy``
+            (:mod:`motg_lightning.evaluation`).
+        eval_samples: rollouts per held-out question, for ``mean@k`` and ``pass@k``.
+        exploration_every_n_steps: how often the entropies along the reasoning and the
+            hidden-state entropy per layer are logged (one extra forward); 0 never. Token-space
+            exploration is logged every step (:mod:`motg_lightning.exploration`).
         sync_every: decode steps between checks that every sequence stopped.
         shard_layer_classes: module classes sharded one by one under FSDP2 (Lightning's
             ``ModelParallelStrategy``); default: the model's ``_no_split_modules`` (its decoder
@@ -133,6 +144,9 @@ class MoTGRPOModule(L.LightningModule):
         dtype: DType = "float32",
         gradient_checkpointing: bool = False,
         log_completions_every_n_steps: int = 10,
+        eval_decoding: EvalDecoding = "mixture",
+        eval_samples: int = 1,
+        exploration_every_n_steps: int = 10,
         sync_every: int = 16,
         compile_decode: str | None = None,
         shard_layer_classes: list[str] | None = None,
@@ -144,7 +158,7 @@ class MoTGRPOModule(L.LightningModule):
             "max_new_tokens": max_new_tokens, "num_iterations": num_iterations, "micro_batch_size": micro_batch_size,
             "micro_batch_tokens": micro_batch_tokens, "logit_chunk_size": logit_chunk_size, "sync_every": sync_every,
             "ref_model_sync_steps": ref_model_sync_steps, "cold_stop_steps": cold_stop_steps,
-            "max_sampling_rounds": max_sampling_rounds,
+            "max_sampling_rounds": max_sampling_rounds, "eval_samples": eval_samples,
         }
         for name, value in at_least_one.items():
             if value is not None and value < 1:
@@ -171,7 +185,7 @@ class MoTGRPOModule(L.LightningModule):
         self.epsilon_high = epsilon if epsilon_high is None else epsilon_high
         self.policy: torch.nn.Module | None = None
         self._frozen: dict[str, torch.nn.Module] = {}  # the reference model, kept out of checkpoints
-        self.eval_accuracy = torch.nn.ModuleDict()
+        self.evaluation = EvaluationMetrics(eval_samples)
         self._refill: Iterator[dict[str, Any]] | None = None  # extra prompts for dynamic sampling
 
     # ----------------------------------------------------------------------------------- set-up
@@ -216,8 +230,7 @@ class MoTGRPOModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         self.configure_model()
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        for task in getattr(datamodule, "task_names", []):
-            self._accuracy_metric(task)
+        self.evaluation.register(getattr(datamodule, "task_names", []), self.device)
 
     @property
     def reference(self) -> torch.nn.Module | None:
@@ -239,14 +252,18 @@ class MoTGRPOModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "step"}}
 
     # ---------------------------------------------------------------------------------- rollout
-    def rollout(self, batch: dict[str, Any], group_size: int) -> tuple[Rollout, list[str], list[dict], float]:
-        """Roll out each prompt ``group_size`` times; return the rollout, texts, entries, seconds."""
+    def rollout(
+        self, batch: dict[str, Any], group_size: int, rule: MixtureRule | None = None
+    ) -> tuple[Rollout, list[str], list[dict], float]:
+        """Roll out each prompt ``group_size`` times with ``rule`` (default: the training rule);
+        return the rollout, texts, entries, seconds."""
         ids = batch["prompt_ids"].repeat_interleave(group_size, dim=0)
         mask = batch["prompt_mask"].repeat_interleave(group_size, dim=0)
         entries = [entry for entry in batch["entries"] for _ in range(group_size)]
         start = time.perf_counter()
         with unsharded_for_generation(self.policy):
-            rollout = generate(self.policy, self.mixture, ids, mask, self.settings, self.decoder, synced=world_size() > 1)
+            rule = rule if rule is not None else self.mixture
+            rollout = generate(self.policy, rule, ids, mask, self.settings, self.decoder, synced=world_size() > 1)
         seconds = time.perf_counter() - start
         return rollout, self.decode(rollout), entries, seconds
 
@@ -326,6 +343,7 @@ class MoTGRPOModule(L.LightningModule):
         update = self._policy_update(rollout, advantages, loss_mask)
 
         stats = {**rollout_metrics(rollout, rewards, hp.num_generations, seconds), **update}
+        stats.update(token_exploration(rollout.tokens, rollout.thinking & rollout.completion_mask, hp.num_generations))
         stats["lr"] = self.optimizers().param_groups[0]["lr"]
         stats["sampling_rounds"] = float(rounds)
         if self.device.type == "cuda":
@@ -335,6 +353,8 @@ class MoTGRPOModule(L.LightningModule):
         self.log_dict({f"train/{name}": value for name, value in stats.items()}, on_step=True, batch_size=len(entries), sync_dist=True)
         if hp.log_completions_every_n_steps > 0 and batch_idx % hp.log_completions_every_n_steps == 0:
             self._log_completions([e["question"] for e in entries], completions, rewards.total)
+        if hp.exploration_every_n_steps > 0 and batch_idx % hp.exploration_every_n_steps == 0:
+            self._log_exploration(rollout)
         # this process's own figures, for callbacks (the logged ones are averaged over processes)
         return {"loss": update["loss"], "local_reward": rewards.total.mean(), "local_rows": torch.tensor(len(entries))}
 
@@ -389,6 +409,23 @@ class MoTGRPOModule(L.LightningModule):
             del averages["kl"]
         return averages
 
+    def _log_exploration(self, rollout: Rollout) -> None:
+        """Entropies along the reasoning and the hidden-state matrix entropy per layer
+        (:mod:`motg_lightning.exploration`)."""
+        thinking = rollout.thinking & rollout.completion_mask
+        values = {}
+        for name, series in (("entropy", rollout.entropy), ("weight_entropy", rollout.weight_entropy)):
+            for bucket, value in enumerate(profile_by_step(series, thinking, EXPLORATION_BUCKETS).tolist()):
+                if value == value:  # buckets without thinking steps are NaN: skip
+                    values[f"explore/{name}_by_step/{bucket}"] = value
+        with unsharded_for_generation(self.policy), eval_mode(self.policy):
+            layers = hidden_state_entropy(self.policy, self.mixture, rollout)
+        for layer, value in enumerate(layers.tolist()):
+            values[f"explore/hidden_entropy/layer_{layer:02d}"] = value
+        if len(layers):
+            values["explore/hidden_entropy/mean"] = float(layers.mean())
+        self.log_dict(values, on_step=True, sync_dist=True)
+
     def _log_completions(self, questions: list[str], completions: list[str], rewards: Tensor) -> None:
         experiment = getattr(self.logger, "experiment", None)
         if hasattr(experiment, "add_text"):
@@ -404,25 +441,24 @@ class MoTGRPOModule(L.LightningModule):
             self.reference.load_state_dict(checkpoint["reference_state_dict"])
 
     # ------------------------------------------------------------------------------- evaluation
-    def _accuracy_metric(self, task: str) -> MeanMetric:
-        if task not in self.eval_accuracy:
-            self.eval_accuracy[task] = MeanMetric().to(self.device)
-        return self.eval_accuracy[task]
-
     def _evaluation_step(self, batch: dict[str, Any]) -> None:
-        rollout, completions, entries, _ = self.rollout(batch, group_size=1)
+        samples = self.hparams.eval_samples
+        rule = evaluation_rule(self.hparams.eval_decoding, self.mixture)
+        rollout, completions, entries, _ = self.rollout(batch, group_size=samples, rule=rule)
         rewards = self.reward(completions, entries)
-        for task, correct in zip(batch["tasks"], rewards.correct.tolist()):
-            self._accuracy_metric(task).update(float(correct))
+        formatted = torch.tensor([format_reward(text) > 0 for text in completions])
+        shape = (len(batch["tasks"]), samples)
+        self.evaluation.update(
+            batch["tasks"], rewards.correct.view(shape).to(self.device), formatted.view(shape).to(self.device),
+            rollout.completion_mask.sum(-1).view(shape),
+        )
 
     def _log_evaluation(self, prefix: str) -> None:
-        values = {f"{prefix}/accuracy/{task}": metric.compute() for task, metric in self.eval_accuracy.items() if metric.update_called}
-        if values:
-            # torchmetrics has already synchronised the values; sync_dist only averages equal numbers
+        values = self.evaluation.compute(prefix)
+        if values:  # torchmetrics has synchronised the values; sync_dist only averages equal numbers
+            self.log(f"{prefix}/accuracy", values.pop(f"{prefix}/accuracy"), prog_bar=True, sync_dist=True)
             self.log_dict(values, sync_dist=True)
-            self.log(f"{prefix}/accuracy", torch.stack(list(values.values())).mean(), prog_bar=True, sync_dist=True)
-        for metric in self.eval_accuracy.values():
-            metric.reset()
+        self.evaluation.reset()
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluation_step(batch)

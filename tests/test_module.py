@@ -67,10 +67,13 @@ def test_reference_model_is_frozen_and_not_checkpointed():
     assert without_kl.reference is None, "no reference model is loaded when beta is 0"
 
 
-def test_validation_reports_accuracy_per_task():
-    module = MoTGRPOModule(TINY_MODEL, num_generations=2, max_new_tokens=4)
-    results = trainer(limit_val_batches=1).validate(module, datamodule())
-    assert set(results[0]) == {"val/accuracy", "val/accuracy/basic_arithmetic"}
+def test_validation_reports_every_metric_per_task_and_overall():
+    module = MoTGRPOModule(TINY_MODEL, num_generations=2, max_new_tokens=4, eval_samples=3, eval_decoding="greedy")
+    results = trainer(limit_val_batches=1).validate(module, datamodule())[0]
+    for name in ("accuracy", "mean@3", "pass@3", "format_rate", "completion_length"):
+        assert f"val/{name}" in results and f"val/{name}/basic_arithmetic" in results
+    assert results["val/mean@3"] == results["val/accuracy"], "greedy samples are identical"
+    assert 0 < results["val/completion_length"] <= 4
 
 
 @pytest.mark.parametrize("field, value", [
