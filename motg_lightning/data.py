@@ -9,10 +9,11 @@ item's Reasoning-Gym entry for scoring.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import difflib
+import functools
+import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import reasoning_gym
@@ -22,6 +23,8 @@ from reasoning_gym.factory import DATASETS
 from torch.utils.data import DataLoader
 
 from .models import EMBEDDED_MODEL, load_tokenizer
+
+log = logging.getLogger(__name__)
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a careful assistant. First think about the problem step by step inside "
@@ -98,6 +101,10 @@ class ReasoningGymDataModule(L.LightningDataModule):
         prefill_think: end the prompt with the assistant turn opened by ``<think>\\n`` (paper).
         chat_template: Jinja template for tokenizers that have none.
         num_workers: DataLoader workers.
+        max_prompt_length: prompt tokens at most; None keeps every prompt whole.
+        long_prompts: what happens to a longer prompt: ``drop`` it, or ``truncate`` it from the
+            left (keeping the question's end and the opened assistant turn, as TRL does). The
+            counts are in :attr:`prompt_counts` and logged as a warning.
     """
 
     def __init__(
@@ -114,6 +121,8 @@ class ReasoningGymDataModule(L.LightningDataModule):
         prefill_think: bool = True,
         chat_template: str | None = None,
         num_workers: int = 0,
+        max_prompt_length: int | None = None,
+        long_prompts: Literal["drop", "truncate"] = "drop",
     ):
         super().__init__()
         self.tasks = [TaskSpec(**t) if isinstance(t, dict) else t for t in (tasks or [TaskSpec("basic_arithmetic")])]
@@ -121,12 +130,18 @@ class ReasoningGymDataModule(L.LightningDataModule):
             validate_task(task)
         if len({task.name for task in self.tasks}) != len(self.tasks):
             raise ValueError("data.tasks: each task may appear once; merge duplicate entries.")
+        if max_prompt_length is not None and max_prompt_length < 1:
+            raise ValueError(f"data.max_prompt_length={max_prompt_length}: must be at least 1, or null for no limit.")
+        if long_prompts not in ("drop", "truncate"):
+            raise ValueError(f"data.long_prompts={long_prompts!r}: choose drop or truncate.")
         for name in ("train_size", "batch_size", "eval_batch_size"):
             if locals()[name] < 1:
                 raise ValueError(f"data.{name}={locals()[name]}: must be at least 1.")
+        tasks = [dataclasses.asdict(task) for task in self.tasks]  # plain data in hparams and checkpoints
         self.save_hyperparameters()
         self.splits: dict[str, list[dict[str, Any]]] = {}
         self.pad_id = 0
+        self.prompt_counts = {"dropped": 0, "truncated": 0}
 
     @property
     def task_names(self) -> list[str]:
@@ -186,10 +201,34 @@ class ReasoningGymDataModule(L.LightningDataModule):
             )
         self.pad_id = tokenizer.pad_token_id
         for split, entries in self.generate_entries().items():
-            self.splits[split] = [
+            items = [
                 {"prompt_ids": self.build_prompt(tokenizer, e["question"]), "entry": e, "task": e["metadata"]["source_dataset"]}
                 for e in entries
             ]
+            self.splits[split] = self._limit_prompt_length(split, items)
+
+    @property
+    def longest_prompt(self) -> int:
+        """Tokens of the longest prompt of any split (after :meth:`setup`)."""
+        return max((len(item["prompt_ids"]) for items in self.splits.values() for item in items), default=0)
+
+    def _limit_prompt_length(self, split: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        limit, action = self.hparams.max_prompt_length, self.hparams.long_prompts
+        long = [item for item in items if limit is not None and len(item["prompt_ids"]) > limit]
+        if not long:
+            return items
+        log.warning("data.max_prompt_length=%d: %s %d of %d %s prompts (data.long_prompts).", limit,
+                    "truncated" if action == "truncate" else "dropped", len(long), len(items), split)
+        if action == "truncate":
+            for item in long:
+                item["prompt_ids"] = item["prompt_ids"][-limit:]
+            self.prompt_counts["truncated"] += len(long)
+            return items
+        self.prompt_counts["dropped"] += len(long)
+        kept = [item for item in items if len(item["prompt_ids"]) <= limit]
+        if not kept:
+            raise ValueError(f"data.max_prompt_length={limit}: every {split} prompt is longer; raise it or set data.long_prompts=truncate.")
+        return kept
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         generator = torch.Generator().manual_seed(self.hparams.seed)

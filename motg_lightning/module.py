@@ -9,6 +9,7 @@ mixture rule, score the completions, turn rewards into group-normalised advantag
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -40,6 +41,7 @@ from .sampling_filters import validate_filters
 from .stops import TokenPatterns
 
 
+log = logging.getLogger(__name__)
 EXPLORATION_BUCKETS = 8  # step-index buckets of the entropy profiles
 
 
@@ -87,6 +89,9 @@ class MoTGRPOModule(L.LightningModule):
         logit_chunk_size: steps per vocabulary projection in the loss, so no float32
             ``rollouts × steps × vocabulary`` tensor is held; None projects all steps at once.
         max_grad_norm: gradient-norm clip (paper: 0.1); None disables it.
+        max_nonfinite_updates: an update whose gradient is not finite is skipped and logged
+            (``train/skipped_updates``); after this many in a row the run stops cleanly, keeping
+            its checkpoints.
         optimizer: optimizer factory; default ``AdamW(lr=1e-6)``.
         lr_scheduler: scheduler factory, stepped once per optimizer step.
         dtype, gradient_checkpointing: model loading options.
@@ -139,6 +144,7 @@ class MoTGRPOModule(L.LightningModule):
         micro_batch_tokens: int | None = None,
         logit_chunk_size: int | None = 16,
         max_grad_norm: float | None = 1.0,
+        max_nonfinite_updates: int = 3,
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
         dtype: DType = "float32",
@@ -159,6 +165,7 @@ class MoTGRPOModule(L.LightningModule):
             "micro_batch_tokens": micro_batch_tokens, "logit_chunk_size": logit_chunk_size, "sync_every": sync_every,
             "ref_model_sync_steps": ref_model_sync_steps, "cold_stop_steps": cold_stop_steps,
             "max_sampling_rounds": max_sampling_rounds, "eval_samples": eval_samples,
+            "max_nonfinite_updates": max_nonfinite_updates,
         }
         for name, value in at_least_one.items():
             if value is not None and value < 1:
@@ -166,6 +173,11 @@ class MoTGRPOModule(L.LightningModule):
         if not 0 < top_entropy_quantile <= 1:
             raise ValueError(f"model.top_entropy_quantile={top_entropy_quantile}: must be in (0, 1]; 1.0 trains on every step.")
         validate_filters(top_p, min_p)
+        if not 0 < epsilon < 1 or (epsilon_high is not None and not 0 < epsilon_high):
+            raise ValueError(f"model.epsilon={epsilon}, model.epsilon_high={epsilon_high}: the clip range needs 0 < epsilon < 1 "
+                             "and epsilon_high > 0 (TRL's defaults: 0.2 and epsilon).")
+        if beta < 0:
+            raise ValueError(f"model.beta={beta}: the KL weight must be >= 0 (0 loads no reference model).")
         if not 0 <= ref_model_mixup_alpha <= 1:
             raise ValueError(f"model.ref_model_mixup_alpha={ref_model_mixup_alpha}: must be in [0, 1].")
         if sync_ref_model and beta == 0:
@@ -187,6 +199,7 @@ class MoTGRPOModule(L.LightningModule):
         self._frozen: dict[str, torch.nn.Module] = {}  # the reference model, kept out of checkpoints
         self.evaluation = EvaluationMetrics(eval_samples)
         self._refill: Iterator[dict[str, Any]] | None = None  # extra prompts for dynamic sampling
+        self._nonfinite_in_row = 0
 
     # ----------------------------------------------------------------------------------- set-up
     def configure_model(self) -> None:
@@ -205,6 +218,9 @@ class MoTGRPOModule(L.LightningModule):
         if reference is not None:
             # Under FSDPStrategy (FSDP1) wrap() shards the reference like the policy; elsewhere it returns it unchanged.
             self._frozen["reference"] = wrap(reference)
+        vocabulary = self.policy.get_input_embeddings().num_embeddings
+        if self.mixture.k > vocabulary:
+            raise ValueError(f"model.mixture.k={self.mixture.k}: above the model's vocabulary of {vocabulary} tokens.")
         self.tokenizer = load_tokenizer(hp.model_name_or_path)
         eos = {self.tokenizer.eos_token_id, *_as_list(self.policy.generation_config.eos_token_id)} - {None}
         forcing = hp.thinking_budget is not None or hp.force_answer_on_eos or hp.cold_stop_entropy is not None
@@ -231,6 +247,25 @@ class MoTGRPOModule(L.LightningModule):
         self.configure_model()
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         self.evaluation.register(getattr(datamodule, "task_names", []), self.device)
+        if hasattr(datamodule, "longest_prompt"):
+            datamodule.setup(stage)
+            self.check_lengths(datamodule.longest_prompt)
+
+    def check_lengths(self, longest_prompt: int) -> None:
+        """Refuse, before any rollout, settings under which the longest prompt cannot be trained on."""
+        hp = self.hparams
+        needed = longest_prompt + hp.max_new_tokens
+        context = getattr(self.policy.config, "max_position_embeddings", None)
+        if context is not None and needed > context:
+            raise ValueError(
+                f"model.max_new_tokens={hp.max_new_tokens}: with the longest prompt ({longest_prompt} tokens) a sequence needs "
+                f"{needed} positions, beyond the model's context of {context}; lower it or set data.max_prompt_length."
+            )
+        if hp.micro_batch_tokens is not None and needed > hp.micro_batch_tokens:
+            raise ValueError(
+                f"model.micro_batch_tokens={hp.micro_batch_tokens}: one sequence (longest prompt {longest_prompt} + "
+                f"max_new_tokens {hp.max_new_tokens} = {needed} tokens) does not fit; raise it to at least {needed}."
+            )
 
     @property
     def reference(self) -> torch.nn.Module | None:
@@ -366,6 +401,24 @@ class MoTGRPOModule(L.LightningModule):
         norm = torch.nn.utils.get_total_norm(grads).float()
         return norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # sharded (FSDP2) gradients
 
+    def _update_is_finite(self, gradient_norm: Tensor) -> bool:
+        """False for a non-finite gradient (same on every rank: gradients are reduced). After
+        ``max_nonfinite_updates`` such updates in a row the run stops, keeping its checkpoints."""
+        if torch.isfinite(gradient_norm):
+            self._nonfinite_in_row = 0
+            return True
+        self._nonfinite_in_row += 1
+        limit = self.hparams.max_nonfinite_updates
+        log.warning("Non-finite gradient (norm %s): update skipped (%d in a row).", float(gradient_norm), self._nonfinite_in_row)
+        if self._nonfinite_in_row >= limit:
+            log.error(
+                "Stopping: %d updates in a row had non-finite gradients (model.max_nonfinite_updates=%d). "
+                "The weights are those of the last finite update and checkpoints are kept. Lower the learning "
+                "rate, set model.max_grad_norm, or use bf16 instead of fp16.", self._nonfinite_in_row, limit,
+            )
+            self.trainer.should_stop = True
+        return False
+
     def _policy_update(self, rollout: Rollout, advantages: Tensor, loss_mask: Tensor) -> dict[str, Tensor]:
         """``num_iterations`` optimizer steps over micro-batches; returns loss, KL, clip fraction
         and gradient norm averaged over the iterations."""
@@ -378,7 +431,8 @@ class MoTGRPOModule(L.LightningModule):
         old = self._log_likelihood_without_grad(self.policy, rollout) if hp.num_iterations > 1 else None
         reference = self._log_likelihood_without_grad(self.reference, rollout) if hp.beta != 0 else None
         optimizer, scheduler = self.optimizers(), self.lr_schedulers()
-        sums = {name: torch.zeros((), device=self.device) for name in ("loss", "kl", "clip_fraction", "grad_norm")}
+        names = ("loss", "kl", "clip_fraction", "grad_norm", "skipped_updates")
+        sums = {name: torch.zeros((), device=self.device) for name in names}
         for _ in range(hp.num_iterations):
             slices, real = self._micro_batches(rollout)
             for index, rows in enumerate(slices):
@@ -395,7 +449,12 @@ class MoTGRPOModule(L.LightningModule):
                 self.manual_backward(loss)
                 sums["loss"] += loss.detach()
                 sums["clip_fraction"] += token_mean(clipped.float(), mask, counted)
-            sums["grad_norm"] += self._gradient_norm()
+            norm = self._gradient_norm()
+            sums["grad_norm"] += norm
+            if not self._update_is_finite(norm):
+                optimizer.zero_grad(set_to_none=True)
+                sums["skipped_updates"] += 1
+                continue
             if hp.max_grad_norm is not None:
                 self.clip_gradients(optimizer, gradient_clip_val=hp.max_grad_norm, gradient_clip_algorithm="norm")
             optimizer.step()
@@ -404,7 +463,8 @@ class MoTGRPOModule(L.LightningModule):
                 scheduler.step()
             if hp.sync_ref_model and self.global_step % hp.ref_model_sync_steps == 0:
                 sync_reference(self.reference, self.policy, hp.ref_model_mixup_alpha)
-        averages = {name: value / hp.num_iterations for name, value in sums.items()}
+        averages = {name: value / hp.num_iterations for name, value in sums.items() if name != "skipped_updates"}
+        averages["skipped_updates"] = sums["skipped_updates"]
         if reference is None:
             del averages["kl"]
         return averages

@@ -9,6 +9,9 @@ and is counted; the run goes on.
 from __future__ import annotations
 
 import re
+import signal
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
@@ -25,6 +28,13 @@ _XML_TAGS = ("</think>", "<answer>", "</answer>")
 PAPER_WEIGHTS = {"correctness": 2.0, "format": 0.5, "length": 0.5, "xml_count": 1.0}
 #: Correctness plus a small format term: the default of this library.
 DEFAULT_WEIGHTS = {"correctness": 1.0, "format": 0.2}
+
+
+def final_answer(completion: str) -> str | None:
+    """The text of the last ``<answer>…</answer>`` block (``reasoning_gym.utils.extract_answer``);
+    when an unclosed ``<answer>`` came before it, the part after the innermost opening tag."""
+    answer = extract_answer(completion)
+    return answer.rsplit("<answer>", 1)[-1] if answer is not None else None
 
 
 def format_reward(completion: str) -> float:
@@ -44,6 +54,30 @@ def xml_count_reward(completion: str) -> float:
     if "</answer>" in completion:
         score -= 0.001 * len(completion.rsplit("</answer>", 1)[1].strip())
     return score
+
+
+class ScorerTimeout(Exception):
+    """A scorer ran past its time limit."""
+
+
+@contextmanager
+def time_limit(seconds: float | None):
+    """Raise :class:`ScorerTimeout` in the block after ``seconds`` (SIGALRM; only in the main
+    thread of a process, where training runs; elsewhere, and for None, no limit)."""
+    if seconds is None or threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def expire(signum, frame):
+        raise ScorerTimeout(f"scorer ran past {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @dataclass
@@ -67,6 +101,8 @@ class RewardFunction:
             are not computed.
         preset: ``paper`` starts from :data:`PAPER_WEIGHTS` (Jain & Rappazzo's code), ``default``
             from :data:`DEFAULT_WEIGHTS`; ``weights`` then overrides single terms.
+        scorer_timeout: seconds a Reasoning-Gym scorer may take for one answer; one that raises
+            or runs longer scores 0 and is counted in ``scorer_errors``. None: no limit.
     """
 
     TERMS: dict[str, Callable[[str], float]] = {
@@ -75,7 +111,13 @@ class RewardFunction:
         "xml_count": xml_count_reward,
     }
 
-    def __init__(self, weights: dict[str, float] | None = None, preset: Literal["default", "paper"] = "default"):
+    def __init__(
+        self, weights: dict[str, float] | None = None, preset: Literal["default", "paper"] = "default",
+        scorer_timeout: float | None = 10.0,
+    ):
+        if scorer_timeout is not None and not scorer_timeout > 0:
+            raise ValueError(f"reward scorer_timeout={scorer_timeout}: must be > 0 seconds, or null for no limit.")
+        self.scorer_timeout = scorer_timeout
         base = PAPER_WEIGHTS if preset == "paper" else DEFAULT_WEIGHTS
         self.weights = {**base, **(weights or {})}
         unknown = sorted(set(self.weights) - set(self.TERMS) - {"correctness"})
@@ -100,8 +142,9 @@ class RewardFunction:
         for completion, entry in zip(completions, entries, strict=True):
             if "correctness" in terms:
                 try:
-                    score = self.score(extract_answer(completion), entry)
-                except Exception:  # a scorer bug must not end a run: score 0 and count it
+                    with time_limit(self.scorer_timeout):
+                        score = self.score(final_answer(completion), entry)
+                except Exception:  # a scorer bug or hang must not end a run: score 0 and count it
                     score, errors = 0.0, errors + 1
                 terms["correctness"].append(score)
             for name, term in self.TERMS.items():

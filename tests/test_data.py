@@ -92,3 +92,29 @@ def test_missing_chat_template_is_reported(monkeypatch):
     monkeypatch.setattr(data, "load_tokenizer", no_template)
     with pytest.raises(ValueError, match="data.chat_template"):
         make().setup("fit")
+
+
+@pytest.mark.parametrize("action", ["drop", "truncate"])
+def test_long_prompts_are_dropped_or_truncated_and_counted(action):
+    whole = ReasoningGymDataModule(tokenizer=TINY_MODEL, train_size=20, val_size=4, test_size=4)
+    whole.setup()
+    lengths = sorted(len(item["prompt_ids"]) for item in whole.splits["train"])
+    limit = lengths[len(lengths) // 2]
+    limited = ReasoningGymDataModule(tokenizer=TINY_MODEL, train_size=20, val_size=4, test_size=4, max_prompt_length=limit, long_prompts=action)
+    limited.setup()
+    longer = sum(length > limit for length in lengths)
+    assert longer > 0 and max(len(item["prompt_ids"]) for item in limited.splits["train"]) <= limit
+    if action == "drop":
+        assert len(limited.splits["train"]) == 20 - longer and limited.prompt_counts["dropped"] >= longer
+    else:
+        assert len(limited.splits["train"]) == 20 and limited.prompt_counts["truncated"] >= longer
+        original = {item["entry"]["question"]: item["prompt_ids"] for item in whole.splits["train"]}
+        for item in limited.splits["train"]:
+            assert item["prompt_ids"] == original[item["entry"]["question"]][-limit:], "kept the end: the opened turn"
+
+
+def test_invalid_prompt_limits_name_the_field():
+    with pytest.raises(ValueError, match="data.max_prompt_length=0"):
+        ReasoningGymDataModule(max_prompt_length=0)
+    with pytest.raises(ValueError, match="data.long_prompts='cut'"):
+        ReasoningGymDataModule(long_prompts="cut")

@@ -36,3 +36,23 @@ def test_hidden_state_entropy_has_one_value_per_layer(tiny_model, prompts, make_
     values = hidden_state_entropy(tiny_model, Dirichlet(), rollout)
     assert values.shape == (tiny_model.config.num_hidden_layers + 1,)
     assert ((values >= 0) & (values <= 1)).all()
+
+
+def test_exploration_script_over_a_checkpoint(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from motg_lightning.cli import main
+
+    root = Path(__file__).resolve().parents[1]
+    main(["fit", "--config", str(root / "configs" / "smoke.yaml"), f"--trainer.default_root_dir={tmp_path}", "--trainer.limit_val_batches=0"])
+    checkpoint = next(tmp_path.rglob("*.ckpt"))
+    out = tmp_path / "exploration.json"
+    done = subprocess.run([sys.executable, "benchmarks/exploration.py", str(checkpoint), "--groups", "2", "--out", str(out)],
+                          cwd=root, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["groups"] == 2 and len(result["entropy_by_step"]) == 8 and len(result["hidden_entropy_by_layer"]) == 3
+    assert 0 <= result["distinct_tokens"] <= 1 and out.with_suffix(".png").exists()

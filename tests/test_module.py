@@ -79,6 +79,10 @@ def test_validation_reports_every_metric_per_task_and_overall():
 @pytest.mark.parametrize("field, value", [
     ("num_generations", 1), ("micro_batch_size", 0), ("max_new_tokens", 0), ("top_entropy_quantile", 0.0),
     ("ref_model_mixup_alpha", 1.5),
+    ("epsilon", 1.5),
+    ("epsilon", 0),
+    ("beta", -0.1),
+    ("max_nonfinite_updates", 0),
 ])
 def test_invalid_settings_name_the_field(field, value):
     with pytest.raises(ValueError, match=f"model.{field}={value}"):
@@ -169,3 +173,48 @@ def test_dynamic_sampling_fills_the_batch_with_groups_that_have_variance():
         assert advantages.shape[0] == 2, "two prompts per step, as the batch size"
         assert (advantages.abs().sum(-1) > 0).all(), "every kept group has reward variance"
     assert refills, "some groups had no variance, so extra prompts were rolled out"
+
+
+def test_non_finite_updates_are_skipped_then_the_run_stops_with_its_checkpoint(tmp_path, monkeypatch, caplog):
+    import motg_lightning.module as module_file
+
+    real = module_file.aggregate_loss
+
+    def poisoned(per_step, *args):
+        loss = real(per_step, *args)
+        return loss * float("nan") if poison["on"] else loss
+
+    poison = {"on": False}
+    monkeypatch.setattr(module_file, "aggregate_loss", poisoned)
+
+    class PoisonAfterTwoSteps(L.Callback):
+        def on_train_batch_start(self, trainer, *_):
+            poison["on"] = trainer.global_step >= 2
+
+    module = MoTGRPOModule(TINY_MODEL, num_generations=2, max_new_tokens=4, max_nonfinite_updates=3)
+    checkpoint = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=2, save_top_k=-1)
+    run = trainer(max_steps=20, callbacks=[PoisonAfterTwoSteps(), checkpoint], enable_checkpointing=True)
+    with caplog.at_level("WARNING"):
+        run.fit(module, datamodule())
+    assert run.global_step == 2, "the three poisoned updates were skipped, then the run stopped"
+    assert "model.max_nonfinite_updates=3" in caplog.text
+    saved = MoTGRPOModule.load_from_checkpoint(tmp_path / "epoch=0-step=2.ckpt")
+    for name, value in saved.policy.named_parameters():
+        assert torch.equal(value, dict(module.policy.named_parameters())[name]), "weights are those of the last finite update"
+    assert all(torch.isfinite(p).all() for p in module.policy.parameters())
+
+
+def test_a_support_larger_than_the_vocabulary_is_refused():
+    module = MoTGRPOModule(TINY_MODEL, mixture=Sampled(k=10**6))
+    with pytest.raises(ValueError, match="model.mixture.k=1000000: above the model's vocabulary"):
+        module.configure_model()
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"max_new_tokens": 10**6}, "model.max_new_tokens=1000000: .* beyond the model's context"),
+    ({"micro_batch_tokens": 20}, "model.micro_batch_tokens=20: one sequence .* does not fit"),
+])
+def test_lengths_that_cannot_train_fail_before_the_first_rollout(options, message):
+    module = MoTGRPOModule(TINY_MODEL, num_generations=2, **options)
+    with pytest.raises(ValueError, match=message):
+        trainer().fit(module, datamodule())

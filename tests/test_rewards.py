@@ -63,3 +63,22 @@ def test_paper_preset_and_unknown_terms():
     assert RewardFunction(preset="paper").weights == {"correctness": 2.0, "format": 0.5, "length": 0.5, "xml_count": 1.0}
     with pytest.raises(ValueError, match="unknown terms \\['corectness'\\].*valid terms"):
         RewardFunction(weights={"corectness": 1.0})
+
+
+def test_a_hanging_scorer_is_stopped_scores_zero_and_is_counted():
+    import time
+
+    reward = RewardFunction(scorer_timeout=0.2)
+    reward._scorers["basic_arithmetic"] = lambda answer, entry: time.sleep(30) or 1.0
+    start = time.perf_counter()
+    out = reward([completion("1")], [ENTRY])
+    assert time.perf_counter() - start < 5
+    assert out.scorer_errors == 1 and out.terms["correctness"].tolist() == [0.0]
+    del reward._scorers["basic_arithmetic"]
+    time.sleep(0.3)  # a timer left running would fire here
+    assert reward([completion(ENTRY["answer"])], [ENTRY]).scorer_errors == 0
+
+
+def test_invalid_scorer_timeout_names_the_field():
+    with pytest.raises(ValueError, match="scorer_timeout"):
+        RewardFunction(scorer_timeout=0)
