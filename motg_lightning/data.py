@@ -23,6 +23,7 @@ from reasoning_gym.factory import DATASETS
 from torch.utils.data import DataLoader
 
 from .models import EMBEDDED_MODEL, load_tokenizer
+from .resumable_loader import ResumableDataLoader
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +233,7 @@ class ReasoningGymDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         generator = torch.Generator().manual_seed(self.hparams.seed)
-        return DataLoader(
+        return ResumableDataLoader(
             self.splits[split], batch_size=batch_size, shuffle=shuffle, generator=generator,
             collate_fn=functools.partial(collate_prompts, pad_id=self.pad_id), num_workers=self.hparams.num_workers,
         )

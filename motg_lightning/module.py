@@ -200,6 +200,7 @@ class MoTGRPOModule(L.LightningModule):
         self.evaluation = EvaluationMetrics(eval_samples)
         self._refill: Iterator[dict[str, Any]] | None = None  # extra prompts for dynamic sampling
         self._nonfinite_in_row = 0
+        self._restored_rng: dict[str, Any] | None = None  # from a checkpoint, applied when training starts
 
     # ----------------------------------------------------------------------------------- set-up
     def configure_model(self) -> None:
@@ -359,7 +360,7 @@ class MoTGRPOModule(L.LightningModule):
         return max_over_ranks(int(flag), self.device) > 0
 
     def on_fit_start(self) -> None:
-        if self.trainer.world_size > 1:  # ranks draw different rollouts even for equal prompts
+        if self.trainer.world_size > 1 and self._restored_rng is None:  # ranks draw different rollouts for equal prompts
             torch.manual_seed(torch.initial_seed() + self.global_rank)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
@@ -494,11 +495,22 @@ class MoTGRPOModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.hparams.sync_ref_model:  # the reference has moved away from the initial weights
             checkpoint["reference_state_dict"] = self.reference.state_dict()
+        # the rollouts' random state, so a resumed run draws what the uninterrupted one would have
+        checkpoint["rollout_rng"] = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "reference_state_dict" in checkpoint:
             self.configure_model()
             self.reference.load_state_dict(checkpoint["reference_state_dict"])
+        self._restored_rng = checkpoint.get("rollout_rng")
+
+    def on_train_start(self) -> None:
+        # after Lightning's own restore (which may reseed), so the saved state wins
+        state, self._restored_rng = self._restored_rng, None
+        if state is not None:
+            torch.set_rng_state(state["cpu"])
+            if state["cuda"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(state["cuda"])
 
     # ------------------------------------------------------------------------------- evaluation
     def _evaluation_step(self, batch: dict[str, Any]) -> None:

@@ -1,5 +1,6 @@
 """A callback the distributed tests add to ``fit``: each rank writes what it saw and did."""
 
+import hashlib
 import json
 import os
 import time
@@ -25,6 +26,9 @@ class RankProbe(L.Callback):
         self.steps.append({
             "seconds": time.perf_counter() - self.started,
             "questions": [entry["question"] for entry in batch["entries"]],
+            "step": trainer.global_step,
+            "loss": float(outputs["loss"]),
+            "rng": hashlib.sha1(torch.get_rng_state().numpy().tobytes()).hexdigest(),
             "local_rows": int(outputs["local_rows"]),
             "local_reward": float(outputs["local_reward"]),
             "logged_reward": float(trainer.callback_metrics["train/reward"]),
@@ -41,3 +45,13 @@ class RankProbe(L.Callback):
             "peak_memory_gib": torch.cuda.max_memory_allocated(pl_module.device) / 2**30 if cuda else float("nan"),
         }
         Path(os.environ["MOTG_PROBE_DIR"], f"rank_{trainer.global_rank}.json").write_text(json.dumps(record))
+
+
+class HangAtStep(L.Callback):
+    """Writes ``$MOTG_PROBE_DIR/hanging`` and sleeps when training step ``$MOTG_HANG_AT_STEP``
+    starts, so a test can kill the process in the middle of a step."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == int(os.environ["MOTG_HANG_AT_STEP"]):
+            Path(os.environ["MOTG_PROBE_DIR"], "hanging").write_text(str(os.getpid()))
+            time.sleep(600)

@@ -83,3 +83,18 @@ def test_every_method_config_trains(tmp_path, method):
     assert cli.trainer.global_step == 1
     assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
     assert torch.isfinite(cli.trainer.callback_metrics["train/grad_norm"])
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--trainer.strategy=fsdp", "--trainer.accelerator=cpu"], "requires a GPU accelerator"),
+    pytest.param(["--trainer.accelerator=gpu", "--trainer.devices=2"], "trainer.accelerator=gpu: this machine has no CUDA GPU",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="the machine has a GPU")),
+])
+def test_a_strategy_the_machine_cannot_run_fails_at_once(tmp_path, flags, message):
+    """Lightning refuses these before any model is loaded; the message names the setting."""
+    import time
+
+    start = time.perf_counter()
+    with pytest.raises(Exception, match=message):
+        fit(tmp_path, *flags)
+    assert time.perf_counter() - start < 30
