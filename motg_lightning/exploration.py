@@ -70,20 +70,39 @@ def matrix_entropy(hidden: Tensor) -> Tensor:
 @torch.no_grad()
 def hidden_state_entropy(model: PreTrainedModel, rule: MixtureRule, rollout: Rollout, max_rows: int = 8) -> Tensor:
     """``[layers + 1]`` mean matrix entropy of the thinking steps' hidden states of up to
-    ``max_rows`` trajectories (embedding output first), from one forward over the recorded inputs."""
+    ``max_rows`` trajectories (embedding output first), from one forward over the recorded inputs;
+    empty when no trajectory has two thinking steps. The forward runs in any case, so that
+    processes whose forwards are collectives (sharded models) stay matched."""
     rows = [row for row in range(rollout.tokens.shape[0]) if rollout.thinking[row].sum() >= 2][:max_rows]
-    if not rows:
-        return torch.empty(0)
-    part = rollout.select(torch.tensor(rows, device=rollout.tokens.device))
+    part = rollout.select(torch.tensor(rows or [0], device=rollout.tokens.device))
     steps = part.tokens.shape[1]
     output = model(
         inputs_embeds=part.input_embeddings(model.get_input_embeddings(), rule),
         attention_mask=part.attention_mask()[:, :-1], position_ids=part.position_ids()[:, :-1],
         output_hidden_states=True, use_cache=False,
     )
+    if not rows:
+        return torch.empty(0)
     # the hidden state at position P - 1 + t produced step t's logits
     per_layer = []
     for layer in output.hidden_states:
         states = layer[:, -steps:]
         per_layer.append(torch.stack([matrix_entropy(states[i][part.thinking[i]]) for i in range(len(rows))]).mean())
     return torch.stack(per_layer).cpu()
+
+
+def exploration_metrics(model: PreTrainedModel, rule: MixtureRule, rollout: Rollout, buckets: int = 8) -> dict[str, float]:
+    """The entropy profiles along the reasoning and the hidden-state entropy per layer, named as
+    logged (``explore/...``); buckets without thinking steps are left out."""
+    thinking = rollout.thinking & rollout.completion_mask
+    values = {}
+    for name, series in (("entropy", rollout.entropy), ("weight_entropy", rollout.weight_entropy)):
+        for bucket, value in enumerate(profile_by_step(series, thinking, buckets).tolist()):
+            if not math.isnan(value):
+                values[f"explore/{name}_by_step/{bucket}"] = value
+    layers = hidden_state_entropy(model, rule, rollout)
+    for layer, value in enumerate(layers.tolist()):
+        values[f"explore/hidden_entropy/layer_{layer:02d}"] = value
+    if len(layers):
+        values["explore/hidden_entropy/mean"] = float(layers.mean())
+    return values

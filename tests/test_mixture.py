@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from motg_lightning.mixture import (
-    Dirichlet, Discrete, ElementwiseMax, MixtureStep, Nucleus, Sampled, TopK, draw_representative, sample_index,
+    Dirichlet, ElementwiseMax, MixtureStep, Nucleus, Sampled, TopK, draw_representative, sample_index,
     weight_entropy,
 )
 

@@ -4,7 +4,7 @@ import torch
 from motg_lightning.mixture import Dirichlet, MixtureStep
 from motg_lightning.related_rules import Gumbel, Multiplex, gumbel_log_density
 
-from helpers import EMBEDDING, random_log_probs
+from helpers import EMBEDDING
 
 
 def test_gumbel_density_agrees_with_torch_distributions():
