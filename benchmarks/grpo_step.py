@@ -16,12 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
+from method_processes import measure_each, write_results
 
 METHODS = {"trl": None, "discrete": "Discrete", "dirichlet": "Dirichlet", "sampled": "Sampled"}
 
@@ -158,14 +158,7 @@ def main() -> None:
                           "mean_completion_length": sum(lengths) / max(len(lengths), 1), "peak_memory_mib": peak_memory(args.device)}))
         return
 
-    results = []
-    for method in args.methods:
-        done = subprocess.run([sys.executable, __file__, "--method", method, *sys.argv[1:]], capture_output=True, text=True)
-        if done.returncode != 0:
-            print(f"{method}: failed\n{done.stderr[-3000:]}", file=sys.stderr)
-            continue
-        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
-        print(f"{method:<12}{results[-1]['seconds_per_step']:>8.2f} s/step", file=sys.stderr)
+    results = measure_each(__file__, args.methods, sys.argv[1:])
     trl = next((r for r in results if r["method"] == "trl"), None)
     print(f"\nmodel {args.model}, {args.device}, {args.dtype}, {args.prompts_per_step} prompt(s) x {args.group_size} "
           f"x {args.new_tokens} tokens, beta {args.beta}, gradient checkpointing {args.gradient_checkpointing}")
@@ -174,8 +167,7 @@ def main() -> None:
         row["time_vs_trl"] = row["seconds_per_step"] / trl["seconds_per_step"] if trl else float("nan")
         print(f"{row['method']:<12}{row['seconds_per_step']:>8.2f}{row['time_vs_trl']:>8.2f}x"
               f"{row['peak_memory_mib']:>10.0f}{row['mean_completion_length']:>10.1f}")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"settings": {k: v for k, v in vars(args).items() if k != "json"}, "results": results}, indent=2, default=str))
+    write_results(args.json, args, results)
 
 
 if __name__ == "__main__":

@@ -16,12 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
+from method_processes import measure_each, write_results
 
 RULES = {  # benchmark name -> (module.class under motg_lightning, its options)
     "discrete": ("mixture.Discrete", {}),
@@ -156,15 +156,7 @@ def main() -> None:
         print(json.dumps(measure(args)))
         return
 
-    results = []
-    for method in args.methods:
-        command = [sys.executable, __file__, "--method", method, *sys.argv[1:]]
-        done = subprocess.run(command, capture_output=True, text=True)
-        if done.returncode != 0:
-            print(f"{method}: failed\n{done.stderr[-2000:]}", file=sys.stderr)
-            continue
-        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
-        print(f"{method:<20}{results[-1]['tokens_per_s']:>10.1f} tok/s", file=sys.stderr)
+    results = measure_each(__file__, args.methods, sys.argv[1:])
     speeds = {r["method"]: r["tokens_per_s"] for r in results}
     print(f"\nmodel {args.model}, {args.device}, {args.dtype}, batch {args.batch}, {args.new_tokens} new tokens, "
           f"our decode step: {args.compile_decode or 'eager'}")
@@ -174,8 +166,7 @@ def main() -> None:
             row[f"vs_{baseline}"] = row["tokens_per_s"] / speeds[baseline] if baseline in speeds else float("nan")
         print(f"{row['method']:<20}{row['tokens_per_s']:>10.1f}{row['vs_hf_generate']:>12.2f}x"
               f"{row['vs_hf_generate_static']:>10.2f}x{row['peak_memory_mib']:>11.0f}")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"settings": {k: v for k, v in vars(args).items() if k != "json"}, "results": results}, indent=2, default=str))
+    write_results(args.json, args, results)
 
 
 if __name__ == "__main__":
