@@ -248,7 +248,10 @@ def generate(
             probs = log_probs.exp()
             sampling_log_probs = filter_log_probs(log_probs, settings.top_p, settings.min_p)
             mixed = rule.choose(sampling_log_probs, embedding)
-            sampled = mixed.token if rule.REPRESENTATIVE_IS_SAMPLE else sample_index(sampling_log_probs.exp())
+            if rule.REPRESENTATIVE_IS_SAMPLE:
+                sampled = mixed.token
+            else:  # unfiltered, the sampling distribution is ``probs``: no second exp over the vocabulary
+                sampled = sample_index(probs if sampling_log_probs is log_probs else sampling_log_probs.exp())
 
             may_force = thinking & (force_at < 0)
             ends_early = may_force & torch.isin(mixed.token, eos_ids) if force_on_eos else False

@@ -10,6 +10,20 @@ import lightning as L
 import torch
 
 
+TESTS = Path(__file__).resolve().parent
+
+
+def probe_environment(directory: Path, **extra: str) -> dict[str, str]:
+    """Environment of a ``main.py`` subprocess that can load these callbacks and write into ``directory``."""
+    path = os.pathsep.join([str(TESTS), str(TESTS.parent)])
+    return {**os.environ, "MOTG_PROBE_DIR": str(directory), "PYTHONPATH": path, **extra}
+
+
+def read_ranks(directory: Path, count: int) -> list[dict]:
+    """The records :class:`RankProbe` wrote for ranks ``0 … count − 1``."""
+    return [json.loads((Path(directory) / f"rank_{rank}.json").read_text()) for rank in range(count)]
+
+
 class RankProbe(L.Callback):
     """Writes ``rank_<r>.json`` into ``$MOTG_PROBE_DIR``: per step the questions of the batch,
     this rank's rollout size, mean reward and time, and the logged (reduced) reward; at the end a

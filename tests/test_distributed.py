@@ -1,7 +1,5 @@
 """Two CPU processes (gloo) under Lightning's DDP: both train, groups stay whole, results reduce."""
 
-import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ddp_probe import probe_environment, read_ranks
 from motg_lightning.distributed import finished_everywhere, layer_classes, max_over_ranks, world_size
 from motg_lightning.models import TINY_MODEL, load_causal_lm
 
@@ -19,15 +18,14 @@ def _fit_on_cpu_processes(tmp_path, *extra, devices=2, strategy=("--trainer.stra
     """``main.py fit`` on ``devices`` CPU processes (gloo); each rank's probe record."""
     for old in tmp_path.glob("rank_*.json"):
         old.unlink()
-    env = {**os.environ, "MOTG_PROBE_DIR": str(tmp_path), "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)])}
     command = [
         sys.executable, "main.py", "fit", "--config", "configs/smoke.yaml", *strategy, "--trainer.accelerator=cpu",
         "--trainer.precision=32-true", f"--trainer.devices={devices}", f"--trainer.default_root_dir={tmp_path}",
         "--trainer.callbacks+=ddp_probe.RankProbe", "--trainer.limit_val_batches=0", *extra,
     ]
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, cwd=ROOT, env=probe_environment(tmp_path), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    return [json.loads((tmp_path / f"rank_{rank}.json").read_text()) for rank in range(devices)]
+    return read_ranks(tmp_path, devices)
 
 
 def test_ddp_fit_on_two_cpu_processes(tmp_path):

@@ -1,7 +1,6 @@
 """Nothing lost: a run killed with SIGKILL in the middle of a step resumes from its last
 checkpoint and goes on exactly as the uninterrupted run (same prompts, same losses)."""
 
-import json
 import os
 import signal
 import subprocess
@@ -10,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from ddp_probe import probe_environment, read_ranks
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,24 +24,20 @@ def _command(directory: Path, *extra: str) -> list[str]:
     ]
 
 
-def _environment(directory: Path, **extra: str) -> dict[str, str]:
-    return {**os.environ, "MOTG_PROBE_DIR": str(directory), "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)]), **extra}
-
-
 def _steps(directory: Path) -> list[dict]:
-    return json.loads((directory / "rank_0.json").read_text())["steps"]
+    return read_ranks(directory, 1)[0]["steps"]
 
 
 def test_killed_run_resumes_with_the_same_data_and_losses(tmp_path):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     for directory in (whole, killed):
         directory.mkdir()
-    done = subprocess.run(_command(whole), cwd=ROOT, env=_environment(whole), capture_output=True, text=True, timeout=600)
+    done = subprocess.run(_command(whole), cwd=ROOT, env=probe_environment(whole), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
 
     process = subprocess.Popen(
         [*_command(killed), "--trainer.callbacks+=ddp_probe.HangAtStep"], cwd=ROOT,
-        env=_environment(killed, MOTG_HANG_AT_STEP="3"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=probe_environment(killed, MOTG_HANG_AT_STEP="3"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 300
     while not (killed / "hanging").exists():
@@ -53,7 +49,7 @@ def test_killed_run_resumes_with_the_same_data_and_losses(tmp_path):
     assert checkpoints == ["epoch=0-step=2.ckpt"], "one whole checkpoint, no partial file"
 
     resumed = subprocess.run([*_command(killed), f"--ckpt_path={killed / 'ckpt' / 'epoch=0-step=2.ckpt'}"], cwd=ROOT,
-                             env=_environment(killed), capture_output=True, text=True, timeout=600)
+                             env=probe_environment(killed), capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     uninterrupted, after = _steps(whole)[2:], _steps(killed)
     assert [s["step"] for s in after] == [3, 4]
