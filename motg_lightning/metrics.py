@@ -26,7 +26,7 @@ def rollout_metrics(rollout: Rollout, rewards: RewardOutput, group_size: int, se
         "reward": rewards.total.mean(),
         "reward_std": rewards.total.std() if rewards.total.numel() > 1 else rewards.total.new_zeros(()),
         "accuracy": rewards.correct.float().mean(),
-        "scorer_errors": float(rewards.scorer_errors),
+        "reward_errors": float(rewards.reward_errors),
         "zero_variance_groups": zero_variance_groups(rewards.total, group_size).float().mean(),
         "completion_length/mean": lengths.mean(),
         "completion_length/min": lengths.min(),

@@ -2,16 +2,16 @@
 
 The total reward is a weighted sum of named terms. Correctness comes from the entry's own
 Reasoning-Gym scorer (``score_answer``), looked up by the entry's ``metadata.source_dataset`` so
-items of composite datasets are scored by the task they came from. A scorer that raises scores 0
-and is counted; the run goes on.
+items of composite datasets are scored by the task they came from. Users add their own terms as
+TRL-style reward functions. A scorer or reward function that raises, hangs past the time limit or
+returns a non-number scores 0 and is counted; the run goes on.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import re
-import signal
-import threading
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
@@ -19,6 +19,10 @@ import torch
 from reasoning_gym import get_score_answer_fn
 from reasoning_gym.utils import extract_answer
 from torch import Tensor
+
+from .time_limit import call_with_time_limit
+
+log = logging.getLogger(__name__)
 
 _FORMAT = re.compile(r"</think>\s*<answer>.*?</answer>\s*$", re.DOTALL)
 _XML_TAGS = ("</think>", "<answer>", "</answer>")
@@ -56,39 +60,22 @@ def xml_count_reward(completion: str) -> float:
     return score
 
 
-class ScorerTimeout(Exception):
-    """A scorer ran past its time limit."""
-
-
-@contextmanager
-def time_limit(seconds: float | None):
-    """Raise :class:`ScorerTimeout` in the block after ``seconds`` (SIGALRM; only in the main
-    thread of a process, where training runs; elsewhere, and for None, no limit)."""
-    if seconds is None or threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
-        yield
-        return
-
-    def expire(signum, frame):
-        raise ScorerTimeout(f"scorer ran past {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+#: A TRL-style reward function: called once per batch as ``function(prompts=…, completions=…,
+#: question=…, answer=…, metadata=…)`` (the Reasoning-Gym entry's fields, one list item per
+#: completion) and returning one float (or None, scored 0) per completion.
+RewardFunc = Callable[..., list[float | None]]
 
 
 @dataclass
 class RewardOutput:
     """Rewards of ``N`` completions: ``total`` and each ``terms[name]`` are ``[N]`` tensors;
-    ``correct`` is a score of exactly 1; ``scorer_errors`` counts scorers that raised."""
+    ``correct`` is a score of exactly 1; ``reward_errors`` counts the scores set to 0 because a
+    scorer or reward function raised, ran past its time limit or returned a non-number."""
 
     total: Tensor
     terms: dict[str, Tensor]
     correct: Tensor
-    scorer_errors: int
+    reward_errors: int
 
 
 class RewardFunction:
@@ -97,12 +84,16 @@ class RewardFunction:
     Args:
         weights: weight per term; terms are ``correctness`` (Reasoning-Gym score in [0, 1] of the
             last ``<answer>…</answer>``), ``format`` (:func:`format_reward`), ``length``
-            (:func:`length_reward`) and ``xml_count`` (:func:`xml_count_reward`). Terms left out
-            are not computed.
+            (:func:`length_reward`), ``xml_count`` (:func:`xml_count_reward`) and the names of
+            ``reward_funcs``. Built-in terms left out are not computed; a reward function left
+            out has weight 1.
         preset: ``paper`` starts from :data:`PAPER_WEIGHTS` (Jain & Rappazzo's code), ``default``
             from :data:`DEFAULT_WEIGHTS`; ``weights`` then overrides single terms.
-        scorer_timeout: seconds a Reasoning-Gym scorer may take for one answer; one that raises
-            or runs longer scores 0 and is counted in ``scorer_errors``. None: no limit.
+        scorer_timeout: seconds one Reasoning-Gym scorer call (one answer) or one reward function
+            call (one batch) may take. One that raises or runs longer scores 0 and is counted in
+            ``reward_errors``. None: no limit.
+        reward_funcs: extra terms by name, each a :data:`RewardFunc` (TRL's ``reward_funcs``
+            convention; in YAML an import path such as ``my_package.rewards.brevity``).
     """
 
     TERMS: dict[str, Callable[[str], float]] = {
@@ -113,17 +104,23 @@ class RewardFunction:
 
     def __init__(
         self, weights: dict[str, float] | None = None, preset: Literal["default", "paper"] = "default",
-        scorer_timeout: float | None = 10.0,
+        scorer_timeout: float | None = 10.0, reward_funcs: dict[str, RewardFunc] | None = None,
     ):
         if scorer_timeout is not None and not scorer_timeout > 0:
-            raise ValueError(f"reward scorer_timeout={scorer_timeout}: must be > 0 seconds, or null for no limit.")
+            raise ValueError(f"model.reward.scorer_timeout={scorer_timeout}: must be > 0 seconds, or null for no limit.")
         self.scorer_timeout = scorer_timeout
+        self.reward_funcs = dict(reward_funcs or {})
+        built_in = ["correctness", *self.TERMS]
+        clashes = sorted(set(self.reward_funcs) & set(built_in))
+        if clashes:
+            raise ValueError(f"model.reward.reward_funcs: {clashes} are built-in terms; give the functions other names.")
         base = PAPER_WEIGHTS if preset == "paper" else DEFAULT_WEIGHTS
-        self.weights = {**base, **(weights or {})}
-        unknown = sorted(set(self.weights) - set(self.TERMS) - {"correctness"})
+        self.weights = {**base, **{name: 1.0 for name in self.reward_funcs}, **(weights or {})}
+        unknown = sorted(set(self.weights) - set(built_in) - set(self.reward_funcs))
         if unknown:
-            valid = ", ".join(["correctness", *self.TERMS])
-            raise ValueError(f"reward weights name unknown terms {unknown}; valid terms are: {valid}.")
+            valid = ", ".join([*built_in, *self.reward_funcs])
+            raise ValueError(f"model.reward.weights: unknown terms {unknown}; valid terms are: {valid} "
+                             "(add your own through model.reward.reward_funcs).")
         self._scorers: dict[str, Callable[[str | None, dict], float]] = {}
 
     def __repr__(self) -> str:
@@ -136,21 +133,53 @@ class RewardFunction:
             self._scorers[name] = get_score_answer_fn(name)
         return float(self._scorers[name](answer, entry))
 
+    def _guarded(self, name: str, call: Callable[[], Any]) -> tuple[Any, bool]:
+        """``call()`` under the time limit, or None and True when it raised or ran over."""
+        try:
+            return call_with_time_limit(call, self.scorer_timeout), False
+        except Exception as error:  # a scorer bug or hang must not end a run
+            log.debug("Reward term %s failed: %r", name, error)
+            return None, True
+
+    def _reward_func_scores(self, name: str, completions: list[str], entries: list[dict[str, Any]]) -> tuple[list[float], int]:
+        function = self.reward_funcs[name]
+        columns = {key: [entry.get(key) for entry in entries] for key in ("question", "answer", "metadata")}
+        values, failed = self._guarded(name, lambda: list(function(prompts=columns["question"], completions=completions, **columns)))
+        if failed or len(values) != len(completions):
+            if not failed:
+                log.warning("Reward function %s returned %d values for %d completions; scored 0.", name, len(values), len(completions))
+            return [0.0] * len(completions), len(completions)
+        scores = [_as_score(value) for value in values]
+        invalid = sum(score is None and value is not None for score, value in zip(scores, values))  # None: not applicable
+        return [0.0 if score is None else score for score in scores], invalid
+
     def __call__(self, completions: list[str], entries: list[dict[str, Any]]) -> RewardOutput:
-        terms: dict[str, list[float]] = {name: [] for name in self.weights}
+        if len(completions) != len(entries):
+            raise ValueError(f"{len(completions)} completions for {len(entries)} entries: give one entry per completion.")
+        terms: dict[str, list[float]] = {}
         errors = 0
-        for completion, entry in zip(completions, entries, strict=True):
-            if "correctness" in terms:
-                try:
-                    with time_limit(self.scorer_timeout):
-                        score = self.score(final_answer(completion), entry)
-                except Exception:  # a scorer bug or hang must not end a run: score 0 and count it
-                    score, errors = 0.0, errors + 1
-                terms["correctness"].append(score)
-            for name, term in self.TERMS.items():
-                if name in terms:
-                    terms[name].append(term(completion))
+        if "correctness" in self.weights:
+            terms["correctness"] = []
+            for completion, entry in zip(completions, entries):
+                score, failed = self._guarded("correctness", lambda: self.score(final_answer(completion), entry))
+                terms["correctness"].append(0.0 if failed else score)
+                errors += failed
+        for name, term in self.TERMS.items():
+            if name in self.weights:
+                terms[name] = [term(completion) for completion in completions]
+        for name in self.reward_funcs:
+            terms[name], failures = self._reward_func_scores(name, completions, entries)
+            errors += failures
         tensors = {name: torch.tensor(values, dtype=torch.float32) for name, values in terms.items()}
-        total = sum(self.weights[name] * value for name, value in tensors.items())
+        total = sum((self.weights[name] * value for name, value in tensors.items()), torch.zeros(len(completions)))
         correctness = tensors.get("correctness", torch.zeros(len(completions)))
-        return RewardOutput(total=total, terms=tensors, correct=correctness == 1.0, scorer_errors=errors)
+        return RewardOutput(total=total, terms=tensors, correct=correctness == 1.0, reward_errors=errors)
+
+
+def _as_score(value: Any) -> float | None:
+    """A finite float, or None for None, non-numbers and NaN/inf."""
+    try:
+        score = float(value)
+    except (TypeError, ValueError):
+        return None
+    return score if math.isfinite(score) else None

@@ -20,10 +20,10 @@ def hand_rollout() -> Rollout:
 
 def test_rollout_metrics_on_hand_numbers():
     rewards = RewardOutput(total=torch.tensor([1.0, 1.0, 0.0, 1.0]), terms={"format": torch.tensor([1.0, 1.0, 0.0, 1.0])},
-                           correct=torch.tensor([True, False, False, True]), scorer_errors=2)
+                           correct=torch.tensor([True, False, False, True]), reward_errors=2)
     stats = rollout_metrics(hand_rollout(), rewards, group_size=2, seconds=2.0)
     assert stats["zero_variance_groups"] == 0.5
-    assert stats["accuracy"] == 0.5 and stats["scorer_errors"] == 2.0
+    assert stats["accuracy"] == 0.5 and stats["reward_errors"] == 2.0
     assert stats["completion_length/mean"] == 2.5 and stats["completion_length/max"] == 4
     assert stats["truncated_fraction"] == 0.25
     assert stats["thinking_length"] == 1.5

@@ -18,7 +18,7 @@ raw_bytes = st.binary(max_size=200).map(lambda data: data.decode("utf-8", errors
 @given(st.one_of(st.text(), tag_soup, raw_bytes))
 def test_any_text_scores_within_range(text):
     out = REWARD([text], [ENTRY])
-    assert out.scorer_errors == 0
+    assert out.reward_errors == 0
     assert 0.0 <= float(out.terms["correctness"][0]) <= 1.0
     assert float(out.terms["format"][0]) in (0.0, 1.0)
     assert out.total.isfinite().all()
@@ -39,4 +39,4 @@ def test_the_last_closed_answer_block_decides_correctness(before, noise):
 def test_very_long_outputs_are_scored(length):
     text = "x" * length + f"</think><answer>{ENTRY['answer']}</answer>" + "<answer>" * 50
     out = REWARD([text], [ENTRY])
-    assert out.scorer_errors == 0 and xml_count_reward(text) <= 0.375
+    assert out.reward_errors == 0 and xml_count_reward(text) <= 0.375

@@ -1,0 +1,45 @@
+"""A time limit that stops a hanging call in the main thread and abandons it elsewhere."""
+
+import signal
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from motg_lightning.time_limit import ScorerTimeout, call_with_time_limit
+
+
+def hang():
+    threading.Event().wait(60)
+    return "finished"
+
+
+def fail():
+    raise KeyError("from the call")
+
+
+def test_no_limit_and_a_quick_call_return_the_value():
+    assert call_with_time_limit(lambda: 3, None) == 3
+    assert call_with_time_limit(lambda: 4, 5.0) == 4
+
+
+def test_the_main_thread_interrupts_the_call_and_restores_the_alarm_handler():
+    before = signal.getsignal(signal.SIGALRM)
+    with pytest.raises(ScorerTimeout, match="ran past 0.1 s"):
+        call_with_time_limit(hang, 0.1)
+    assert signal.getsignal(signal.SIGALRM) is before
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+@pytest.mark.parametrize("in_thread", [False, True], ids=["main thread", "worker thread"])
+def test_what_the_call_raises_is_raised_again(in_thread):
+    run = lambda: call_with_time_limit(fail, 5.0)  # noqa: E731
+    with pytest.raises(KeyError, match="from the call"):
+        ThreadPoolExecutor(1).submit(run).result(timeout=30) if in_thread else run()
+
+
+def test_off_the_main_thread_an_overrunning_call_is_abandoned():
+    with ThreadPoolExecutor(1) as pool:
+        with pytest.raises(ScorerTimeout):
+            pool.submit(call_with_time_limit, hang, 0.1).result(timeout=30)
+        assert pool.submit(call_with_time_limit, lambda: 5, 0.1).result(timeout=30) == 5
