@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
@@ -19,7 +19,6 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 from torch.distributed.fsdp.wrap import wrap
-from torch.utils.data import DataLoader, DistributedSampler
 
 from .exploration import exploration_metrics, token_exploration
 from .evaluation import EvalDecoding, EvaluationMetrics, evaluation_rule
@@ -30,7 +29,7 @@ from .grpo import (
 from .distributed import (
     layer_classes, max_over_ranks, register_forward_method, shard_fully, unsharded_for_generation, world_size,
 )
-from .dynamic_sampling import dynamic_sample
+from .dynamic_sampling import RefillPrompts, dynamic_sample
 from .likelihood import SHARDED_METHOD, log_likelihood_of_steps, trajectory_log_likelihood
 from .metrics import completions_markdown, rollout_metrics
 from .mixture import Dirichlet, MixtureRule
@@ -198,7 +197,8 @@ class MoTGRPOModule(L.LightningModule):
         self.policy: torch.nn.Module | None = None
         self._frozen: dict[str, torch.nn.Module] = {}  # the reference model, kept out of checkpoints
         self.evaluation = EvaluationMetrics(eval_samples)
-        self._refill: Iterator[dict[str, Any]] | None = None  # extra prompts for dynamic sampling
+        self._refill: RefillPrompts | None = None  # extra prompts for dynamic sampling
+        self._restored_refill: dict[str, Any] | None = None  # its position, from a checkpoint
         self._nonfinite_in_row = 0
         self._restored_rng: dict[str, Any] | None = None  # from a checkpoint, applied when training starts
 
@@ -336,25 +336,16 @@ class MoTGRPOModule(L.LightningModule):
         return rollout, completions, entries, self.reward(completions, entries), seconds
 
     def _next_refill_batch(self) -> dict[str, Any]:
-        """The next batch of a separate pass over the training data (cycled)."""
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is None:
-            raise ValueError("model.dynamic_sampling=true draws extra prompts from a datamodule; pass one to fit().")
-        for _ in range(2):
-            if self._refill is None:
-                self._refill = iter(self._rank_share(datamodule.train_dataloader()))
-            try:
-                return self.trainer.strategy.batch_to_device(next(self._refill))
-            except StopIteration:
-                self._refill = None
-        raise ValueError("model.dynamic_sampling=true: the training data is empty.")
-
-    def _rank_share(self, loader: DataLoader) -> DataLoader:
-        """``loader`` restricted to this process's share of the data when distributed."""
-        if self.trainer.world_size == 1:
-            return loader
-        sampler = DistributedSampler(loader.dataset, **self.trainer.strategy.distributed_sampler_kwargs, seed=self.current_epoch + 1)
-        return DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler, collate_fn=loader.collate_fn)
+        """The next batch of further training prompts (:class:`RefillPrompts`)."""
+        if self._refill is None:
+            datamodule = getattr(self.trainer, "datamodule", None)
+            if datamodule is None:
+                raise ValueError("model.dynamic_sampling=true draws extra prompts from a datamodule; pass one to fit().")
+            distributed = self.trainer.strategy.distributed_sampler_kwargs if self.trainer.world_size > 1 else None
+            self._refill = RefillPrompts(datamodule.train_dataloader(), distributed)
+            if self._restored_refill is not None:
+                self._refill.load_state_dict(self._restored_refill)
+        return self.trainer.strategy.batch_to_device(self._refill.next_batch())
 
     def _any_rank(self, flag: bool) -> bool:
         return max_over_ranks(int(flag), self.device) > 0
@@ -488,12 +479,15 @@ class MoTGRPOModule(L.LightningModule):
             checkpoint["reference_state_dict"] = self.reference.state_dict()
         # the rollouts' random state, so a resumed run draws what the uninterrupted one would have
         checkpoint["rollout_rng"] = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+        if self._refill is not None:  # where dynamic sampling's further prompts have got to
+            checkpoint["refill_prompts"] = self._refill.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "reference_state_dict" in checkpoint:
             self.configure_model()
             self.reference.load_state_dict(checkpoint["reference_state_dict"])
         self._restored_rng = checkpoint.get("rollout_rng")
+        self._restored_refill = checkpoint.get("refill_prompts")
 
     def on_train_start(self) -> None:
         # after Lightning's own restore (which may reseed), so the saved state wins

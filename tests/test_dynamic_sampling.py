@@ -1,6 +1,7 @@
+import pytest
 import torch
 
-from motg_lightning.dynamic_sampling import dynamic_sample
+from motg_lightning.dynamic_sampling import RefillPrompts, dynamic_sample
 from motg_lightning.rewards import RewardOutput
 from motg_lightning.rollout import Rollout
 
@@ -24,7 +25,7 @@ def scripted(rewards_per_round):
         total = torch.tensor(rewards_per_round[len(calls)], dtype=torch.float32)
         tag = len(calls)
         calls.append(batch)
-        output = RewardOutput(total, {"correctness": total}, total == 1.0, scorer_errors=1)
+        output = RewardOutput(total, {"correctness": total}, total == 1.0, reward_errors=1)
         return fake_rollout(4, 2 + tag, tag), [f"c{tag}{i}" for i in range(4)], [{"round": tag}] * 4, output, 1.5
 
     return roll_out, calls
@@ -65,3 +66,42 @@ def test_a_full_rank_keeps_rolling_out_while_another_needs_more_and_ignores_the_
     )
     assert rounds == 3 and len(calls) == 3
     assert completions == ["c00", "c01", "c02", "c03"] and rewards.total.tolist() == [0.0, 1.0, 1.0, 0.0]
+
+
+def numbers_loader(count=10, batch_size=3, seed=7):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.utils.data.DataLoader(list(range(count)), batch_size=batch_size, shuffle=True, generator=generator)
+
+
+def draw(refill, batches):
+    return [refill.next_batch().tolist() for _ in range(batches)]
+
+
+def test_refill_prompts_pass_over_the_data_without_end_in_an_order_of_their_own():
+    loader = numbers_loader()
+    refill = RefillPrompts(loader)
+    first_pass, second_pass = draw(refill, 4), draw(refill, 4)
+    for one_pass in (first_pass, second_pass):
+        assert sorted(n for batch in one_pass for n in batch) == list(range(10))
+    assert first_pass != second_pass, "each pass is shuffled anew"
+    assert first_pass != [batch.tolist() for batch in loader], "not the order the training steps will use"
+    assert refill.passes == 1
+
+
+@pytest.mark.parametrize("drawn", [0, 2, 4, 5, 9], ids=lambda n: f"{n} batches drawn")
+def test_refill_prompts_resume_where_the_state_was_saved(drawn):
+    """Mid-pass, at a pass boundary and in a later pass, a restored source draws what the original would."""
+    original = RefillPrompts(numbers_loader())
+    draw(original, drawn)
+    state = original.state_dict()
+    restored = RefillPrompts(numbers_loader())
+    restored.load_state_dict(state)
+    assert draw(restored, 6) == draw(original, 6)
+
+
+def test_refill_prompts_of_two_ranks_are_disjoint_shares():
+    shares = []
+    for rank in (0, 1):
+        refill = RefillPrompts(numbers_loader(count=12), distributed={"num_replicas": 2, "rank": rank})
+        shares.append([n for batch in draw(refill, 2) for n in batch])
+    assert sorted(shares[0] + shares[1]) == list(range(12))
