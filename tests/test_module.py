@@ -12,7 +12,7 @@ REQUIRED_METRICS = [
     "train/reward", "train/reward_std", "train/rewards/correctness/mean", "train/rewards/format/std", "train/accuracy",
     "train/completion_length/mean", "train/truncated_fraction", "train/zero_variance_groups", "train/kl",
     "train/clip_fraction", "train/entropy", "train/mixture_weight_entropy", "train/rollout_tokens_per_s",
-    "train/scorer_errors", "train/grad_norm", "train/loss",
+    "train/reward_errors", "train/grad_norm", "train/loss",
 ]
 
 
@@ -218,3 +218,86 @@ def test_lengths_that_cannot_train_fail_before_the_first_rollout(options, messag
     module = MoTGRPOModule(TINY_MODEL, num_generations=2, **options)
     with pytest.raises(ValueError, match=message):
         trainer().fit(module, datamodule())
+
+
+class RecordingReward(RewardFunction):
+    """The default reward, keeping the completions it scored."""
+
+    def __call__(self, completions, entries):
+        self.completions = list(completions)
+        return super().__call__(completions, entries)
+
+
+def push_eos(module, amount):
+    """Add ``amount`` to the EOS logit wherever the policy computes logits (rollout and loss)."""
+    eos = module.tokenizer.eos_token_id
+
+    def hook(layer, inputs, logits):
+        logits = logits.clone()
+        logits[..., eos] += amount
+        return logits
+
+    module.policy.get_output_embeddings().register_forward_hook(hook)
+
+
+def test_empty_completions_score_zero_and_train_without_error():
+    """The model ends every completion at once: empty texts, zero reward, a finite update."""
+    module = MoTGRPOModule(TINY_MODEL, reward=RecordingReward(), num_generations=2, max_new_tokens=6, beta=0.1)
+    module.configure_model()
+    push_eos(module, 1e4)
+    run = trainer()
+    run.fit(module, datamodule())
+    metrics = run.callback_metrics
+    assert module.reward.completions == [""] * 4
+    assert metrics["train/reward"] == 0 and metrics["train/reward_errors"] == 0
+    assert metrics["train/completion_length/max"] == 1 and metrics["train/truncated_fraction"] == 0
+    assert metrics["train/zero_variance_groups"] == 1
+    for name in ("train/loss", "train/grad_norm", "train/kl", "train/entropy", "train/mixture_weight_entropy"):
+        assert torch.isfinite(metrics[name]), name
+
+
+def test_truncated_completions_can_be_left_out_of_the_loss():
+    """Every completion hits max_new_tokens; with mask_truncated_completions (TRL's option) none
+    is trained on: the loss and gradient are zero and plain SGD leaves the weights alone."""
+    module = MoTGRPOModule(
+        TINY_MODEL, reward=RewardByLength(), num_generations=2, max_new_tokens=4, mask_truncated_completions=True,
+        beta=0.1, stop_strings=[], optimizer=lambda p: torch.optim.SGD(p, lr=1.0),
+    )
+    module.configure_model()
+    push_eos(module, -1e4)
+    before = [p.detach().clone() for p in module.policy.parameters()]
+    run = trainer()
+    run.fit(module, datamodule())
+    metrics = run.callback_metrics
+    assert metrics["train/truncated_fraction"] == 1 and metrics["train/completion_length/min"] == 4
+    assert metrics["train/loss"] == 0 and metrics["train/grad_norm"] == 0
+    assert all(torch.equal(a, b) for a, b in zip(before, module.policy.parameters()))
+
+
+def test_dynamic_sampling_resumes_with_the_further_prompts_the_whole_run_drew(tmp_path, monkeypatch):
+    """Where the extra prompts of dynamic sampling have got to is saved in checkpoints."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from motg_lightning.dynamic_sampling import RefillPrompts
+
+    drawn = []
+    next_batch = RefillPrompts.next_batch
+
+    def recording(self):
+        batch = next_batch(self)
+        drawn.append([entry["question"] for entry in batch["entries"]])
+        return batch
+
+    monkeypatch.setattr(RefillPrompts, "next_batch", recording)
+
+    def fit(ckpt_path=None):
+        drawn.clear()
+        # the default reward gives the random model's completions 0: no group varies, so every step draws 2 refills
+        module = MoTGRPOModule(TINY_MODEL, num_generations=2, max_new_tokens=3, dynamic_sampling=True, max_sampling_rounds=3)
+        saving = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=1, save_top_k=-1)
+        trainer(max_steps=3, enable_checkpointing=True, callbacks=[saving]).fit(module, datamodule(train_size=8), ckpt_path=ckpt_path)
+        return list(drawn)
+
+    whole = fit()
+    assert len(whole) == 6, "three steps, two refills each, across a pass over the four training batches"
+    assert fit(ckpt_path=tmp_path / "epoch=0-step=1.ckpt") == whole[2:]
