@@ -53,11 +53,11 @@ class Gaussian(MixtureRule):
     ):
         super().__init__(k, temperature, likelihood)
         if not thinking_temperature > 0:
-            raise ValueError(f"gaussian thinking_temperature={thinking_temperature}: must be > 0 (1e-4 gives fuzzy tokens).")
+            raise ValueError(f"model.mixture.thinking_temperature={thinking_temperature} (Gaussian): must be > 0 (1e-4 gives fuzzy tokens).")
         if noise_scale < 0:
-            raise ValueError(f"gaussian noise_scale={noise_scale}: must be >= 0 (the paper uses 0.33).")
+            raise ValueError(f"model.mixture.noise_scale={noise_scale} (Gaussian): must be >= 0 (the paper uses 0.33).")
         if likelihood == "density" and noise_scale == 0:
-            raise ValueError("gaussian noise_scale=0 has no density: use likelihood='representative' or a positive noise_scale.")
+            raise ValueError("model.mixture.noise_scale=0 (Gaussian) has no density: set model.mixture.likelihood=representative or a positive noise_scale.")
         self.thinking_temperature = thinking_temperature
         self.noise_scale = noise_scale
         self._rms_of: tuple[int, int, Tensor] | None = None  # (weight address, version, RMS)
@@ -123,7 +123,7 @@ class MixtureOfInputs(MixtureRule):
     def __init__(self, k: int = 16, temperature: float = 1.0, likelihood: Likelihood = "representative", beta: float = 1.0):
         super().__init__(k, temperature, likelihood)
         if not beta >= 0:
-            raise ValueError(f"mixture_of_inputs beta={beta}: must be >= 0 (the paper recommends 0.5 to 2).")
+            raise ValueError(f"model.mixture.beta={beta} (MixtureOfInputs): must be >= 0 (the paper recommends 0.5 to 2).")
         self.beta = beta
 
     @property

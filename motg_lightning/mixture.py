@@ -102,11 +102,11 @@ class MixtureRule(ABC):
 
     def __init__(self, k: int = 2, temperature: float = 0.9, likelihood: Likelihood = "representative"):
         if k < 1:
-            raise ValueError(f"mixture k={k}: the support size must be at least 1 (k=1 is discrete decoding).")
+            raise ValueError(f"model.mixture.k={k}: the support size must be at least 1 (k=1 is discrete decoding).")
         if not temperature > 0:
-            raise ValueError(f"mixture temperature={temperature}: must be > 0 (the paper uses 0.9).")
+            raise ValueError(f"model.mixture.temperature={temperature}: must be > 0 (the paper uses 0.9).")
         if likelihood not in self.LIKELIHOODS:
-            raise ValueError(f"mixture likelihood={likelihood!r}: choose one of {', '.join(self.LIKELIHOODS)}.")
+            raise ValueError(f"model.mixture.likelihood={likelihood!r}: choose one of {', '.join(self.LIKELIHOODS)}.")
         self.k = k
         self.temperature = temperature
         self.likelihood = likelihood
@@ -206,7 +206,7 @@ class Dirichlet(MixtureRule):
     ):
         super().__init__(k, temperature, likelihood)
         if not alpha > 0:
-            raise ValueError(f"dirichlet alpha={alpha}: must be > 0 (the paper uses 1.0).")
+            raise ValueError(f"model.mixture.alpha={alpha} (Dirichlet): must be > 0 (the paper uses 1.0).")
         self.alpha = alpha
         self.min_concentration = min_concentration
 
@@ -254,7 +254,7 @@ class Nucleus(MixtureRule):
     def __init__(self, k: int = 2, temperature: float = 0.9, likelihood: Likelihood = "representative", top_p: float = 0.9):
         super().__init__(k, temperature, likelihood)
         if not 0 < top_p <= 1:
-            raise ValueError(f"nucleus top_p={top_p}: must be in (0, 1].")
+            raise ValueError(f"model.mixture.top_p={top_p} (Nucleus): must be in (0, 1].")
         self.top_p = top_p
 
     def choose(self, log_probs: Tensor, embedding: nn.Module) -> MixtureStep:

@@ -44,7 +44,7 @@ class Gumbel(MixtureRule):
     ):
         super().__init__(k, temperature, likelihood)
         if not gumbel_temperature > 0:
-            raise ValueError(f"gumbel gumbel_temperature={gumbel_temperature}: must be > 0.")
+            raise ValueError(f"model.mixture.gumbel_temperature={gumbel_temperature} (Gumbel): must be > 0.")
         self.gumbel_temperature = gumbel_temperature
 
     def choose(self, log_probs: Tensor, embedding: nn.Module) -> MixtureStep:
@@ -82,7 +82,7 @@ class Multiplex(MixtureRule):
     ):
         super().__init__(k, temperature, likelihood)
         if weighting not in ("uniform", "renormalised"):
-            raise ValueError(f"multiplex weighting={weighting!r}: choose 'uniform' or 'renormalised'.")
+            raise ValueError(f"model.mixture.weighting={weighting!r} (Multiplex): choose 'uniform' or 'renormalised'.")
         self.weighting = weighting
 
     def choose(self, log_probs: Tensor, embedding: nn.Module) -> MixtureStep:

@@ -1,5 +1,6 @@
 """The command line as a user runs it: fit, print_config, resume, rule selection."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,9 @@ from motg_lightning.cli import main
 from motg_lightning.module import MoTGRPOModule
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from startup_errors import applicable_settings, save_base_model, with_base_model  # noqa: E402
+
 SMOKE = str(ROOT / "configs" / "smoke.yaml")
 
 
@@ -54,11 +58,6 @@ def test_print_config_shows_the_resolved_configuration():
     assert "model_name_or_path: tiny-random:SmolLM2-135M-Instruct" in result.stdout
 
 
-def test_a_wrong_task_name_fails_before_training(tmp_path):
-    with pytest.raises(ValueError, match="unknown Reasoning-Gym task 'basic_arith'"):
-        fit(tmp_path, "--data.tasks=[{name: basic_arith}]")
-
-
 def configured_model_options(path):
     import yaml
 
@@ -85,16 +84,19 @@ def test_every_method_config_trains(tmp_path, method):
     assert torch.isfinite(cli.trainer.callback_metrics["train/grad_norm"])
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--trainer.strategy=fsdp", "--trainer.accelerator=cpu"], "requires a GPU accelerator"),
-    pytest.param(["--trainer.accelerator=gpu", "--trainer.devices=2"], "trainer.accelerator=gpu: this machine has no CUDA GPU",
-                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="the machine has a GPU")),
-])
-def test_a_strategy_the_machine_cannot_run_fails_at_once(tmp_path, flags, message):
-    """Lightning refuses these before any model is loaded; the message names the setting."""
-    import time
+@pytest.fixture(scope="module")
+def base_model(tmp_path_factory):
+    return save_base_model(tmp_path_factory.mktemp("base-model"))
 
-    start = time.perf_counter()
-    with pytest.raises(Exception, match=message):
-        fit(tmp_path, *flags)
-    assert time.perf_counter() - start < 30
+
+@pytest.mark.parametrize("mistake, flags, message", applicable_settings(), ids=[row[0] for row in applicable_settings()])
+def test_each_invalid_setting_fails_before_any_rollout_naming_the_field(tmp_path, monkeypatch, base_model, mistake, flags, message):
+    """Issue 7's list of mistakes, through the command line: each raises its message (the field
+    and the fix) before a single rollout; `benchmarks/startup_errors.py` times the same rows."""
+    def no_rollout(*args, **kwargs):
+        raise AssertionError("a rollout started before the setting was refused")
+
+    monkeypatch.setattr("motg_lightning.module.generate", no_rollout)
+    with pytest.raises(ValueError) as refused:
+        fit(tmp_path, *with_base_model(flags, base_model))
+    assert re.match(message, str(refused.value)), f"the message must start with the field: {refused.value}"

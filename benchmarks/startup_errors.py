@@ -1,0 +1,99 @@
+"""How fast each invalid setting fails, run the way a user runs it.
+
+Each row of :data:`INVALID_SETTINGS` is one mistake of issue 7's list; the script runs
+``python main.py fit --config CONFIG <flags>`` for each in its own process, and reports the
+seconds until the process exited (Python start-up and imports included) and the error's last
+line. ``tests/test_cli.py`` checks the same rows in-process: each must raise its message before
+any rollout.
+
+    python benchmarks/startup_errors.py --config configs/default.yaml --markdown docs/startup_errors.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE_MODEL = "{base_model}"  # replaced by a local model folder whose tokenizer has no chat template
+
+#: (mistake, command-line flags, a regular expression the error message must match)
+INVALID_SETTINGS: list[tuple[str, list[str], str]] = [
+    ("unknown task name", ["--data.tasks=[{name: basic_arith}]"],
+     r"data.tasks: unknown Reasoning-Gym task 'basic_arith'. Did you mean basic_arithmetic"),
+    ("unknown task option", ["--data.tasks=[{name: basic_arithmetic, config: {max_term: 2}}]"],
+     r"data.tasks\[basic_arithmetic\].config: unknown option\(s\) \['max_term'\]; valid options: .*max_terms"),
+    ("group size below 2", ["--model.num_generations=1"], r"model.num_generations=1: GRPO needs groups of at least 2"),
+    ("rollouts that do not fit the micro-batch", ["--model.micro_batch_tokens=20"],
+     r"model.micro_batch_tokens=20: one sequence .* does not fit; raise it to at least"),
+    ("mixture k below 1", ["--model.mixture.k=0"], r"model.mixture.k=0: the support size must be at least 1"),
+    ("mixture k above the vocabulary", ["--model.mixture.k=1000000"], r"model.mixture.k=1000000: above the model's vocabulary"),
+    ("non-positive temperature", ["--model.mixture.temperature=0"], r"model.mixture.temperature=0(.0)?: must be > 0"),
+    ("epsilon out of range", ["--model.epsilon=1.5"], r"model.epsilon=1.5, .* the clip range needs 0 < epsilon < 1"),
+    ("beta out of range", ["--model.beta=-0.1"], r"model.beta=-0.1: the KL weight must be >= 0"),
+    ("no chat template", [f"--model.model_name_or_path={BASE_MODEL}"],
+     r"data.chat_template: the tokenizer of .* has no chat template; give one"),
+    ("prompt + max_new_tokens beyond the context", ["--model.max_new_tokens=1000000"],
+     r"model.max_new_tokens=1000000: .* beyond the model's context of \d+; lower it or set data.max_prompt_length"),
+    ("reward weight of an unknown term", ["--model.reward.weights={corectness: 1.0}"],
+     r"model.reward.weights: unknown terms \['corectness'\]; valid terms are: correctness"),
+    ("FSDP1 without a GPU", ["--trainer.strategy=fsdp"], r"trainer.strategy=fsdp: .* runs on CUDA GPUs only"),
+    ("GPU accelerator without a GPU", ["--trainer.accelerator=gpu"], r"trainer.accelerator=gpu: this machine has no CUDA GPU"),
+]
+NEEDS_NO_GPU = {"FSDP1 without a GPU", "GPU accelerator without a GPU"}  # rows that only fail on a machine without CUDA
+
+
+def applicable_settings() -> list[tuple[str, list[str], str]]:
+    """The rows that are mistakes on this machine."""
+    return [row for row in INVALID_SETTINGS if not (row[0] in NEEDS_NO_GPU and torch.cuda.is_available())]
+
+
+def save_base_model(folder: Path) -> str:
+    """A local model folder (the tiny random model) whose tokenizer has no chat template, as a
+    base (not instruction-tuned) model has."""
+    from motg_lightning.models import TINY_MODEL, load_causal_lm, load_tokenizer
+
+    tokenizer = load_tokenizer(TINY_MODEL)
+    tokenizer.chat_template = None
+    load_causal_lm(TINY_MODEL).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def with_base_model(flags: list[str], base_model: str) -> list[str]:
+    return [flag.replace(BASE_MODEL, base_model) for flag in flags]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="configs/default.yaml")
+    parser.add_argument("--markdown", type=Path, help="write the table here as well")
+    args = parser.parse_args()
+    rows = ["| mistake | flags | seconds to exit | last line of the error |", "| --- | --- | --- | --- |"]
+    with tempfile.TemporaryDirectory() as scratch:
+        base_model = save_base_model(Path(scratch) / "base-model")
+        for mistake, flags, _ in applicable_settings():
+            command = [sys.executable, "main.py", "fit", "--config", args.config,
+                       f"--trainer.default_root_dir={scratch}/runs", *with_base_model(flags, base_model)]
+            start = time.perf_counter()
+            done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+            seconds = time.perf_counter() - start
+            lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+            message = lines[-1].replace(scratch, "<tmp>").replace("|", "\\|") if lines else "(no output)"
+            message = message if len(message) <= 220 else message[:220] + " …"
+            status = "" if done.returncode != 0 else " (exit 0!)"
+            rows.append(f"| {mistake} | `{' '.join(flags)}` | {seconds:.1f}{status} | {message} |")
+            print(rows[-1], flush=True)
+    table = "\n".join(rows)
+    if args.markdown:
+        args.markdown.write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
