@@ -78,6 +78,20 @@ def test_unknown_task_option_lists_valid_options():
         make(tasks=[TaskSpec("basic_arithmetic", config={"max_term": 2})])
 
 
+@pytest.mark.parametrize("config, reason", [
+    ({"min_terms": 5, "max_terms": 2}, "max_terms must be >= min_terms"),
+    ({"max_terms": "two"}, "'>=' not supported between instances of 'str' and 'int'"),
+])
+def test_task_option_values_reasoning_gym_refuses_name_the_task(config, reason):
+    """Reasoning-Gym's own range and type checks run when the data module is built."""
+    with pytest.raises(ValueError, match=f"data.tasks\\[basic_arithmetic\\].config=.*refuses these values \\({reason}"):
+        make(tasks=[TaskSpec("basic_arithmetic", config=config)])
+
+
+def test_tasks_whose_config_has_no_checks_are_accepted():
+    assert make(tasks=[TaskSpec("power_function")]).task_names == ["power_function"]
+
+
 def test_missing_chat_template_is_reported(monkeypatch):
     import motg_lightning.data as data
 
