@@ -45,6 +45,8 @@ INVALID_SETTINGS: list[tuple[str, list[str], str]] = [
      r"model.max_new_tokens=1000000: .* beyond the model's context of \d+; lower it or set data.max_prompt_length"),
     ("reward weight of an unknown term", ["--model.reward.weights={corectness: 1.0}"],
      r"model.reward.weights: unknown terms \['corectness'\]; valid terms are: correctness"),
+    ("reward function that cannot take the columns", ["--model.reward.reward_funcs={mine: math.sqrt}"],
+     r"model.reward.reward_funcs\[mine\]: missing a required argument: 'x'; it is called as function\(prompts=, completions="),
     ("FSDP1 without a GPU", ["--trainer.strategy=fsdp"], r"trainer.strategy=fsdp: .* runs on CUDA GPUs only"),
     ("GPU accelerator without a GPU", ["--trainer.accelerator=gpu"], r"trainer.accelerator=gpu: this machine has no CUDA GPU"),
 ]

@@ -9,6 +9,7 @@ returns a non-number scores 0 and is counted; the run goes on.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import re
@@ -121,7 +122,10 @@ class RewardFunction:
             valid = ", ".join([*built_in, *self.reward_funcs])
             raise ValueError(f"model.reward.weights: unknown terms {unknown}; valid terms are: {valid} "
                              "(add your own through model.reward.reward_funcs).")
+        for name, function in self.reward_funcs.items():
+            _check_signature(name, function)
         self._scorers: dict[str, Callable[[str | None, dict], float]] = {}
+        self._failed_terms: set[str] = set()  # terms whose failure has been reported
 
     def __repr__(self) -> str:
         return f"RewardFunction(weights={self.weights!r})"
@@ -138,13 +142,15 @@ class RewardFunction:
         try:
             return call_with_time_limit(call, self.scorer_timeout), False
         except Exception as error:  # a scorer bug or hang must not end a run
-            log.debug("Reward term %s failed: %r", name, error)
+            if name not in self._failed_terms:  # reported once; every failure is counted in reward_errors
+                self._failed_terms.add(name)
+                log.warning("Reward term %s failed (%r): scored 0; later failures are only counted "
+                            "(train/reward_errors).", name, error)
             return None, True
 
     def _reward_func_scores(self, name: str, completions: list[str], entries: list[dict[str, Any]]) -> tuple[list[float], int]:
         function = self.reward_funcs[name]
-        columns = {key: [entry.get(key) for entry in entries] for key in ("question", "answer", "metadata")}
-        values, failed = self._guarded(name, lambda: list(function(prompts=columns["question"], completions=completions, **columns)))
+        values, failed = self._guarded(name, lambda: list(function(**_columns(completions, entries))))
         if failed or len(values) != len(completions):
             if not failed:
                 log.warning("Reward function %s returned %d values for %d completions; scored 0.", name, len(values), len(completions))
@@ -174,6 +180,27 @@ class RewardFunction:
         total = sum((self.weights[name] * value for name, value in tensors.items()), torch.zeros(len(completions)))
         correctness = tensors.get("correctness", torch.zeros(len(completions)))
         return RewardOutput(total=total, terms=tensors, correct=correctness == 1.0, reward_errors=errors)
+
+
+def _columns(completions: list[str], entries: list[dict[str, Any]]) -> dict[str, list]:
+    """The keyword arguments of a reward function: the completions and the entries' fields."""
+    columns = {key: [entry.get(key) for entry in entries] for key in ("question", "answer", "metadata")}
+    return {"prompts": columns["question"], "completions": completions, **columns}
+
+
+def _check_signature(name: str, function: RewardFunc) -> None:
+    """Refuse, at construction, a reward function that cannot take the columns it will be given."""
+    try:
+        parameters = inspect.signature(function)
+    except (TypeError, ValueError):  # some builtins have no signature; they are called as they are
+        return
+    try:
+        parameters.bind(**_columns([], []))
+    except TypeError as error:
+        raise ValueError(
+            f"model.reward.reward_funcs[{name}]: {error}; it is called as function(prompts=, completions=, question=, "
+            "answer=, metadata=), one list item per completion: declare the ones it uses and **kwargs."
+        ) from None
 
 
 def _as_score(value: Any) -> float | None:

@@ -125,6 +125,20 @@ def test_a_failing_reward_function_scores_zero_and_is_counted(function, errors):
     assert torch.isfinite(out.total).all() and set(out.terms["mine"].tolist()) <= {0.0, 1.0, 1.5, 2.0}
 
 
+def test_a_reward_function_that_cannot_take_the_columns_is_refused_at_construction():
+    with pytest.raises(ValueError, match="model.reward.reward_funcs\\[mine\\]: .*unexpected keyword.*declare .* \\*\\*kwargs"):
+        RewardFunction(reward_funcs={"mine": lambda completions: [0.0] * len(completions)})
+    with pytest.raises(ValueError, match="model.reward.reward_funcs\\[mine\\]: missing a required argument: 'solution'"):
+        RewardFunction(reward_funcs={"mine": lambda completions, solution, **_: [0.0] * len(completions)})
+
+
+def test_a_failing_reward_is_reported_once_and_counted_every_time(caplog):
+    reward = RewardFunction(reward_funcs={"mine": raising})
+    for _ in range(3):
+        assert reward(["a", "b"], [ENTRY] * 2).reward_errors == 2
+    assert caplog.text.count("Reward term mine failed (RuntimeError('bug in my reward'))") == 1
+
+
 def test_reward_functions_may_not_shadow_built_in_terms():
     with pytest.raises(ValueError, match="model.reward.reward_funcs: \\['format'\\] are built-in terms"):
         RewardFunction(reward_funcs={"format": brevity})
