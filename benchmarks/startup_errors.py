@@ -84,7 +84,7 @@ def main() -> None:
         base_model = save_base_model(Path(scratch) / "base-model")
         for mistake, flags, _ in applicable_settings():
             command = [sys.executable, "main.py", "fit", "--config", args.config,
-                       f"--trainer.default_root_dir={scratch}/runs", *with_base_model(flags, base_model)]
+                       f"--trainer.default_root_dir={scratch}/runs", "--trainer.logger=false", *with_base_model(flags, base_model)]
             start = time.perf_counter()
             done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
             seconds = time.perf_counter() - start

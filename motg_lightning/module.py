@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,6 +43,10 @@ from .stops import TokenPatterns
 
 log = logging.getLogger(__name__)
 EXPLORATION_BUCKETS = 8  # step-index buckets of the entropy profiles
+# Lightning warns that a manually optimised module's step checkpoints hold the weights after the
+# update. That is what resuming needs here (a step's rollouts, update and data position are saved
+# together, tests/test_resume.py), so the warning would only mislead.
+warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization", category=UserWarning)
 
 
 class MoTGRPOModule(L.LightningModule):

@@ -43,3 +43,11 @@ def test_off_the_main_thread_an_overrunning_call_is_abandoned():
         with pytest.raises(ScorerTimeout):
             pool.submit(call_with_time_limit, hang, 0.1).result(timeout=30)
         assert pool.submit(call_with_time_limit, lambda: 5, 0.1).result(timeout=30) == 5
+
+
+def test_a_catastrophic_regular_expression_is_interrupted():
+    """Scorers parse answers with regular expressions; backtracking inside the C matcher still ends."""
+    import re
+
+    with pytest.raises(ScorerTimeout):
+        call_with_time_limit(lambda: re.match(r"(a+)+$", "a" * 40 + "b"), 0.2)
