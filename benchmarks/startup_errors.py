@@ -31,6 +31,8 @@ INVALID_SETTINGS: list[tuple[str, list[str], str]] = [
      r"data.tasks\[basic_arithmetic\].config: unknown option\(s\) \['max_term'\]; valid options: .*max_terms"),
     ("task option out of range", ["--data.tasks=[{name: basic_arithmetic, config: {min_terms: 5, max_terms: 2}}]"],
      r"data.tasks\[basic_arithmetic\].config=.*Reasoning-Gym refuses these values \(max_terms must be >= min_terms\)"),
+    ("task option value refused in the task's own checks", ["--data.tasks=[{name: calendar_arithmetic, config: {year: 0}}]"],
+     r"data.tasks\[calendar_arithmetic\].config=.*Reasoning-Gym refuses these values \(year must be a positive integer"),
     ("group size below 2", ["--model.num_generations=1"], r"model.num_generations=1: GRPO needs groups of at least 2"),
     ("rollouts that do not fit the micro-batch", ["--model.micro_batch_tokens=20"],
      r"model.micro_batch_tokens=20: one sequence .* does not fit; raise it to at least"),

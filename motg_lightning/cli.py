@@ -11,6 +11,8 @@ from lightning.pytorch.strategies import FSDPStrategy
 from .data import ReasoningGymDataModule
 from .module import MoTGRPOModule
 
+FIELD_PREFIXES = ("model.", "data.", "trainer.")
+
 
 class MoTGRPOCLI(LightningCLI):
     """The CLI of this library: the data module's tokenizer follows the model, and a trainer that
@@ -44,12 +46,22 @@ class MoTGRPOCLI(LightningCLI):
         try:
             super().instantiate_classes()
         except ValueError as error:
-            innermost = error
-            while isinstance(innermost.__cause__ or innermost.__context__, ValueError):
-                innermost = innermost.__cause__ or innermost.__context__
-            if innermost is error:
+            named = _naming_a_field(error)
+            if named is error:
                 raise
-            raise innermost from None
+            raise named from None
+
+
+def _naming_a_field(error: BaseException) -> BaseException:
+    """The outermost error of ``error``'s chain whose message starts with a config field
+    (``model.…``, ``data.…``, ``trainer.…``); ``error`` itself when none does."""
+    current: BaseException | None = error
+    while current is not None:
+        if str(current).startswith(FIELD_PREFIXES):
+            return current
+        current = current.__cause__ if current.__cause__ is not None else (
+            None if current.__suppress_context__ else current.__context__)
+    return error
 
 
 def _strategy_name(strategy: Any) -> str:

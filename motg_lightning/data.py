@@ -67,11 +67,11 @@ def validate_task(task: TaskSpec) -> None:
         )
     if not task.weight > 0:
         raise ValueError(f"data.tasks[{task.name}].weight={task.weight}: must be > 0.")
-    check = getattr(DATASETS[task.name][1](**task.config), "validate", None)
     try:  # Reasoning-Gym's own checks of the values (ranges, types), before any item is generated
-        if check is not None:
-            check()
-    except (AssertionError, TypeError, ValueError) as error:
+        config = DATASETS[task.name][1](**task.config)  # some configs check in __post_init__
+        if hasattr(config, "validate"):
+            config.validate()
+    except (AssertionError, TypeError, ValueError, KeyError) as error:
         raise ValueError(
             f"data.tasks[{task.name}].config={task.config}: Reasoning-Gym refuses these values "
             f"({error or type(error).__name__}); check each option's type and range."

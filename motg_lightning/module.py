@@ -486,6 +486,8 @@ class MoTGRPOModule(L.LightningModule):
         checkpoint["rollout_rng"] = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
         if self._refill is not None:  # where dynamic sampling's further prompts have got to
             checkpoint["refill_prompts"] = self._refill.state_dict()
+        elif self._restored_refill is not None:  # resumed, and no refill drawn since
+            checkpoint["refill_prompts"] = self._restored_refill
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if "reference_state_dict" in checkpoint:

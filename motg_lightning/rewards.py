@@ -21,7 +21,7 @@ from reasoning_gym import get_score_answer_fn
 from reasoning_gym.utils import extract_answer
 from torch import Tensor
 
-from .time_limit import call_with_time_limit
+from .time_limit import ScorerTimeout, call_with_time_limit
 
 log = logging.getLogger(__name__)
 
@@ -135,13 +135,16 @@ class RewardFunction:
         name = entry["metadata"]["source_dataset"]
         if name not in self._scorers:
             self._scorers[name] = get_score_answer_fn(name)
-        return float(self._scorers[name](answer, entry))
+        score = _as_score(self._scorers[name](answer, entry))
+        if score is None:
+            raise ValueError(f"the {name} scorer returned a non-finite or non-numeric score")
+        return score
 
     def _guarded(self, name: str, call: Callable[[], Any]) -> tuple[Any, bool]:
         """``call()`` under the time limit, or None and True when it raised or ran over."""
         try:
             return call_with_time_limit(call, self.scorer_timeout), False
-        except Exception as error:  # a scorer bug or hang must not end a run
+        except (Exception, ScorerTimeout) as error:  # a scorer bug or hang must not end a run
             if name not in self._failed_terms:  # reported once; every failure is counted in reward_errors
                 self._failed_terms.add(name)
                 log.warning("Reward term %s failed (%r): scored 0; later failures are only counted "

@@ -2,10 +2,16 @@
 
 A scorer that loops forever on a hostile completion must not stall a training run for hours. In a
 process's main thread, where Lightning runs ``training_step``, SIGALRM interrupts the call
-itself. Signals only reach the main thread, so elsewhere (a notebook kernel's worker, a thread
-pool in the user's own loop) the call runs in a daemon thread that is waited for at most
-``seconds``; one that overruns is abandoned — it keeps running in the background until it
-returns — and the caller goes on.
+itself, even inside the regular-expression matcher. The alarm repeats until the call ends, and a
+call during which it fired counts as overrun even when the code swallowed the exception (several
+Reasoning-Gym scorers wrap their work in ``except Exception``; :class:`ScorerTimeout` is a
+``BaseException`` for that reason, too).
+
+Signals only reach the main thread, and a process has one real-time timer: elsewhere (a notebook
+kernel's worker, the user's own thread pool), or while another timer or a handler installed from C
+owns SIGALRM, the call runs in a daemon thread that is waited for at most ``seconds``; one that
+overruns is abandoned — it keeps running in the background until it returns — and the caller
+goes on.
 """
 
 from __future__ import annotations
@@ -17,10 +23,12 @@ from typing import Callable, TypeVar
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+REPEAT_SECONDS = 0.05  # how soon the alarm fires again when the first one was swallowed
 
 
-class ScorerTimeout(Exception):
-    """A scorer or reward function ran past its time limit."""
+class ScorerTimeout(BaseException):
+    """A scorer or reward function ran past its time limit (not an ``Exception``, so that code
+    guarding its own work with ``except Exception`` does not swallow it)."""
 
 
 def call_with_time_limit(function: Callable[[], T], seconds: float | None) -> T:
@@ -30,22 +38,43 @@ def call_with_time_limit(function: Callable[[], T], seconds: float | None) -> T:
     """
     if seconds is None:
         return function()
-    if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
+    if _alarm_is_free():
         return _with_alarm(function, seconds)
     return _in_worker_thread(function, seconds)
 
 
+def _alarm_is_free() -> bool:
+    """True in the main thread when no other real-time timer runs and SIGALRM's handler is
+    one Python can put back."""
+    return (
+        hasattr(signal, "setitimer")
+        and threading.current_thread() is threading.main_thread()
+        and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+        and signal.getsignal(signal.SIGALRM) is not None
+    )
+
+
 def _with_alarm(function: Callable[[], T], seconds: float) -> T:
+    state = {"armed": True, "fired": False}
+
     def expire(signum, frame):
-        raise ScorerTimeout(f"ran past {seconds} s")
+        state["fired"] = True
+        if state["armed"]:
+            raise ScorerTimeout(f"ran past {seconds} s")
 
     previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
-        return function()
+        signal.setitimer(signal.ITIMER_REAL, seconds, REPEAT_SECONDS)
+        value = function()
     finally:
+        # first, so a late alarm can no longer raise: CPython runs Python signal handlers at
+        # function entries and backward jumps, and there is neither before this store
+        state["armed"] = False
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+    if state["fired"]:  # the call swallowed the timeout and returned late
+        raise ScorerTimeout(f"ran past {seconds} s")
+    return value
 
 
 def _in_worker_thread(function: Callable[[], T], seconds: float) -> T:

@@ -78,14 +78,16 @@ def test_unknown_task_option_lists_valid_options():
         make(tasks=[TaskSpec("basic_arithmetic", config={"max_term": 2})])
 
 
-@pytest.mark.parametrize("config, reason", [
-    ({"min_terms": 5, "max_terms": 2}, "max_terms must be >= min_terms"),
-    ({"max_terms": "two"}, "'>=' not supported between instances of 'str' and 'int'"),
+@pytest.mark.parametrize("name, config, reason", [
+    ("basic_arithmetic", {"min_terms": 5, "max_terms": 2}, "max_terms must be >= min_terms"),
+    ("basic_arithmetic", {"max_terms": "two"}, "'>=' not supported between instances of 'str' and 'int'"),
+    ("calendar_arithmetic", {"year": 0}, "year must be a positive integer"),  # a ValueError of Reasoning-Gym's
+    ("calendar_arithmetic", {"tasks": ["nope"]}, "Invalid tasks: nope"),  # checked in the config's __post_init__
 ])
-def test_task_option_values_reasoning_gym_refuses_name_the_task(config, reason):
+def test_task_option_values_reasoning_gym_refuses_name_the_task(name, config, reason):
     """Reasoning-Gym's own range and type checks run when the data module is built."""
-    with pytest.raises(ValueError, match=f"data.tasks\\[basic_arithmetic\\].config=.*refuses these values \\({reason}"):
-        make(tasks=[TaskSpec("basic_arithmetic", config=config)])
+    with pytest.raises(ValueError, match=f"data.tasks\\[{name}\\].config=.*refuses these values \\({reason}"):
+        make(tasks=[TaskSpec(name, config=config)])
 
 
 def test_tasks_whose_config_has_no_checks_are_accepted():

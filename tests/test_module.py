@@ -301,3 +301,12 @@ def test_dynamic_sampling_resumes_with_the_further_prompts_the_whole_run_drew(tm
     whole = fit()
     assert len(whole) == 6, "three steps, two refills each, across a pass over the four training batches"
     assert fit(ckpt_path=tmp_path / "epoch=0-step=1.ckpt") == whole[2:]
+
+
+def test_a_resumed_run_that_has_not_refilled_yet_saves_the_refill_position_it_resumed_with():
+    module = MoTGRPOModule(TINY_MODEL, num_generations=2, dynamic_sampling=True)
+    position = {"passes": 2, "loader": {"generator": None, "yielded": 3}}
+    module.on_load_checkpoint({"refill_prompts": position})
+    checkpoint = {}
+    module.on_save_checkpoint(checkpoint)
+    assert checkpoint["refill_prompts"] == position

@@ -79,6 +79,14 @@ def test_a_hanging_scorer_is_stopped_scores_zero_and_is_counted():
     assert reward([completion(ENTRY["answer"])], [ENTRY]).reward_errors == 0
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), "not a score"])
+def test_a_scorer_returning_a_non_number_scores_zero_and_is_counted(value):
+    reward = RewardFunction()
+    reward._scorers["basic_arithmetic"] = lambda answer, entry: value
+    out = reward([completion("1")], [ENTRY])
+    assert out.reward_errors == 1 and out.terms["correctness"].tolist() == [0.0] and torch.isfinite(out.total).all()
+
+
 def test_a_hanging_scorer_is_stopped_off_the_main_thread_too():
     reward = RewardFunction(scorer_timeout=0.2)
     reward._scorers["basic_arithmetic"] = lambda answer, entry: threading.Event().wait(60) or 1.0

@@ -51,3 +51,43 @@ def test_a_catastrophic_regular_expression_is_interrupted():
 
     with pytest.raises(ScorerTimeout):
         call_with_time_limit(lambda: re.match(r"(a+)+$", "a" * 40 + "b"), 0.2)
+
+
+def swallowing_loop(seconds=3.0):
+    """A scorer that guards each piece of its work with ``except Exception`` (several
+    Reasoning-Gym scorers do) and would run for ``seconds``."""
+    import time
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            time.sleep(0.01)
+        except Exception:
+            pass
+    return 1.0
+
+
+def swallowing_everything():
+    try:
+        threading.Event().wait(0.5)
+    except BaseException:
+        pass
+    return 1.0
+
+
+@pytest.mark.parametrize("function", [swallowing_loop, swallowing_everything], ids=["except Exception", "bare except"])
+def test_a_timeout_the_call_swallows_still_counts(function):
+    with pytest.raises(ScorerTimeout):
+        call_with_time_limit(function, 0.1)
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+def test_a_running_timer_of_the_caller_is_left_alone():
+    """A nested limit (or the user's own alarm) keeps its timer; the inner call uses a thread."""
+    signal.setitimer(signal.ITIMER_REAL, 30.0)
+    try:
+        with pytest.raises(ScorerTimeout):
+            call_with_time_limit(hang, 0.1)
+        assert 25.0 < signal.getitimer(signal.ITIMER_REAL)[0] <= 30.0
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
