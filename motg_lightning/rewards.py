@@ -152,11 +152,14 @@ class RewardFunction:
             return None, True
 
     def _reward_func_scores(self, name: str, completions: list[str], entries: list[dict[str, Any]]) -> tuple[list[float], int]:
-        function = self.reward_funcs[name]
-        values, failed = self._guarded(name, lambda: list(function(**_columns(completions, entries))))
-        if failed or len(values) != len(completions):
-            if not failed:
-                log.warning("Reward function %s returned %d values for %d completions; scored 0.", name, len(values), len(completions))
+        def call() -> list:
+            values = list(self.reward_funcs[name](**_columns(completions, entries)))
+            if len(values) != len(completions):
+                raise ValueError(f"returned {len(values)} values for {len(completions)} completions")
+            return values
+
+        values, failed = self._guarded(name, call)
+        if failed:
             return [0.0] * len(completions), len(completions)
         scores = [_as_score(value) for value in values]
         invalid = sum(score is None and value is not None for score, value in zip(scores, values))  # None: not applicable
