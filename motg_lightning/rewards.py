@@ -209,10 +209,14 @@ def _check_signature(name: str, function: RewardFunc) -> None:
         ) from None
 
 
+_LARGEST_REWARD = torch.finfo(torch.float32).max  # rewards are float32 tensors
+
+
 def _as_score(value: Any) -> float | None:
-    """A finite float, or None for None, non-numbers and NaN/inf."""
+    """A float that stays finite as a float32, or None for None, non-numbers, NaN, infinities and
+    numbers too large (an integer beyond float range, 1e300)."""
     try:
         score = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
-    return score if math.isfinite(score) else None
+    return score if math.isfinite(score) and abs(score) <= _LARGEST_REWARD else None

@@ -1,6 +1,9 @@
 """Property-based tests: answer extraction and scoring never fail on any text a model can write."""
 
+import math
+
 import reasoning_gym
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -40,3 +43,24 @@ def test_very_long_outputs_are_scored(length):
     text = "x" * length + f"</think><answer>{ENTRY['answer']}</answer>" + "<answer>" * 50
     out = REWARD([text], [ENTRY])
     assert out.reward_errors == 0 and xml_count_reward(text) <= 0.375
+
+
+def _is_finite_number(value) -> bool:
+    """Whether ``value`` is a number that stays finite as a float32."""
+    try:
+        return math.isfinite(float(value)) and abs(float(value)) <= torch.finfo(torch.float32).max
+    except (TypeError, ValueError, OverflowError):
+        return False
+
+
+hostile_values = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.none(), st.text(max_size=6),
+                           st.integers(min_value=-10**400, max_value=10**400), st.booleans())
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(hostile_values, min_size=3, max_size=3))
+def test_any_values_a_reward_function_returns_give_finite_rewards(values):
+    reward = RewardFunction(weights={"correctness": 0.0, "format": 0.0}, reward_funcs={"mine": lambda completions, **_: values})
+    out = reward(["a", "b", "c"], [ENTRY] * 3)
+    assert torch.isfinite(out.total).all()
+    assert out.reward_errors == sum(value is not None and not _is_finite_number(value) for value in values)
