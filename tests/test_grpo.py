@@ -86,6 +86,16 @@ def test_micro_batch_shares_add_up_to_the_batch_loss(loss_type):
     torch.testing.assert_close(parts, whole)
 
 
+@pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dapo", "dr_grpo"])
+def test_uneven_micro_batches_add_up_to_the_batch_loss(loss_type):
+    """Five rollouts in micro-batches of two: the last one holds a single rollout."""
+    losses = torch.randn(5, 4, generator=torch.Generator().manual_seed(0))
+    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0], [0, 0, 0, 0], [1, 1, 1, 0]], dtype=torch.bool)
+    whole = aggregate_loss(losses, mask, loss_type, mask.sum(), 5, 4)
+    parts = sum(aggregate_loss(losses[i : i + 2], mask[i : i + 2], loss_type, mask.sum(), 5, 4) for i in range(0, 5, 2))
+    torch.testing.assert_close(parts, whole)
+
+
 def test_unknown_loss_type_is_rejected():
     with pytest.raises(ValueError, match="loss_type='ppo'"):
         aggregate_loss(LOSSES, MASK, "ppo", MASK.sum(), 2, 8)
