@@ -52,12 +52,12 @@ INVALID_SETTINGS: list[tuple[str, list[str], str]] = [
     ("FSDP1 without a GPU", ["--trainer.strategy=fsdp"], r"trainer.strategy=fsdp: .* runs on CUDA GPUs only"),
     ("GPU accelerator without a GPU", ["--trainer.accelerator=gpu"], r"trainer.accelerator=gpu: this machine has no CUDA GPU"),
 ]
-NEEDS_NO_GPU = {"FSDP1 without a GPU", "GPU accelerator without a GPU"}  # rows that only fail on a machine without CUDA
+ONLY_WITHOUT_GPU = {"FSDP1 without a GPU", "GPU accelerator without a GPU"}  # rows that are mistakes only on a machine without CUDA
 
 
 def applicable_settings() -> list[tuple[str, list[str], str]]:
     """The rows that are mistakes on this machine."""
-    return [row for row in INVALID_SETTINGS if not (row[0] in NEEDS_NO_GPU and torch.cuda.is_available())]
+    return [row for row in INVALID_SETTINGS if not (row[0] in ONLY_WITHOUT_GPU and torch.cuda.is_available())]
 
 
 def save_base_model(folder: Path) -> str:

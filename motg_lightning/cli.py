@@ -38,7 +38,6 @@ class MoTGRPOCLI(LightningCLI):
                 "this machine has none; use trainer.strategy=ddp, or FSDP2 with --config configs/strategy/fsdp2.yaml."
             )
 
-
     def instantiate_classes(self) -> None:
         """As LightningCLI's, but a constructor's own error is raised as it is: jsonargparse wraps
         an error of a ``Union``-typed argument (``model.mixture``, ``model.reward``) in a list of
