@@ -55,7 +55,7 @@ def run_ours(model, tokenizer, rule_name: str, ids, mask, new_tokens: int, compi
     module_name, class_name = path.rsplit(".", 1)
     rule = getattr(importlib.import_module(f"motg_lightning.{module_name}"), class_name)(**options)
     settings = RolloutSettings(
-        think_end=TokenPatterns.from_strings(tokenizer, ["</think>"]), stop=TokenPatterns([]),
+        think_end=TokenPatterns.from_strings(tokenizer, ["</think>"]), stop=TokenPatterns.from_strings(tokenizer, []),
         eos_ids=torch.tensor([-1]), pad_id=tokenizer.pad_token_id, forced_ids=torch.tensor([], dtype=torch.long),
         thinking_budget=None, max_new_tokens=new_tokens, compile_decode=compile_decode,
     )

@@ -208,7 +208,6 @@ def generate(
     steps, k = settings.max_new_tokens, rule.support_size
     think_end, stop = settings.think_end.to(device), settings.stop.to(device)
     eos_ids, forced_ids = settings.eos_ids.to(device), settings.forced_ids.to(device)
-    window_width = max(think_end.width, stop.width)
     budget = settings.thinking_budget if settings.thinking_budget is not None else steps + 1
     force_on_eos = settings.force_answer_on_eos
     cold_entropy = settings.cold_stop_entropy if settings.cold_stop_entropy is not None else -1.0
@@ -238,7 +237,7 @@ def generate(
     think_steps = torch.zeros(n, dtype=torch.long, device=device)
     cold_run = torch.zeros(n, dtype=torch.long, device=device)  # consecutive low-entropy thinking steps
     force_at = torch.full((n,), -1, dtype=torch.long, device=device)  # index into forced_ids, -1 = off
-    window = torch.full((n, window_width), -1, dtype=torch.long, device=device)
+    think_state, stop_state = think_end.initial_state(n), stop.initial_state(n)  # marker automata (stops.py)
 
     with eval_mode(model):
         logits = decoder.prefill(model, prompt_ids, prompt_mask, steps)
@@ -287,14 +286,15 @@ def generate(
                 recorded_extras.setdefault(name, torch.zeros(n, steps, *value.shape[1:], dtype=value.dtype, device=device))
                 recorded_extras[name][:, t] = value
 
-            window = torch.cat([window[:, 1:], token[:, None]], dim=1)
+            think_state, think_ended = think_end.advance(think_state, token, active)
+            stop_state, stopped = stop.advance(stop_state, token, active)
             think_steps += (thinking & active).long()
             cold_run = torch.where(use_mixture & active & (entropy < cold_entropy), cold_run + 1, 0)
             force_at = torch.where(forcing, force_at + 1, force_at)
             forced_all = force_at >= forced_ids.numel()
             force_at = torch.where(forced_all, -1, force_at)
-            thinking = thinking & ~think_end.matches(window) & ~forced_all  # forcing always ends thinking
-            finished = finished | torch.isin(token, eos_ids) | stop.matches(window)
+            thinking = thinking & ~think_ended & ~forced_all  # forcing always ends thinking
+            finished = finished | torch.isin(token, eos_ids) | stopped
 
             if (t + 1) % settings.sync_every == 0 and (finished_everywhere(finished) if synced else bool(finished.all())):
                 used = t + 1
