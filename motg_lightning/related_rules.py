@@ -25,16 +25,22 @@ def gumbel_log_density(values: Tensor, location: Tensor) -> Tensor:
 
 
 class Gumbel(MixtureRule):
-    """SofT-GRPO's rule: support the top k of ``p``; ``z = log q + g`` with ``q = p`` renormalised
-    on the support and ``g ~ Gumbel(0, 1)``; weights ``softmax(z / gumbel_temperature)``; the
-    representative token is ``argmax z`` (a Gumbel-max sample of ``q``).
+    """SofT-GRPO's rule: support the top k of p; z = log q + g with q = p renormalised
+    on the support and g ~ Gumbel(0, 1); weights softmax(z / gumbel_temperature); the
+    representative token is argmax z (a Gumbel-max sample of q).
 
     The likelihood (``likelihood="density"``) is ``Σ_i log Gumbel(z_i; log q_θ,i, 1)``, the
     density of the recorded perturbed values under the current policy; ``z`` is kept in
-    ``extras["perturbed"]``.
+    ``extras["perturbed"]``. The recorded ``z`` is data: its gradient reaches the policy through
+    ``log q_θ`` alone, and the mixed inputs of later steps are fed without gradient into the
+    embedding matrix, as SofT-GRPO does (:attr:`MixtureRule.detaches_inputs`). Under a top-p /
+    min-p filter, slots the filter removed are recorded as ``-inf`` and left out of the density,
+    whose ``q`` is renormalised on the kept slots (the sampling distribution at θ = θ_old).
 
     Args:
-        gumbel_temperature: τ_g of the softmax over perturbed log-probabilities.
+        likelihood: `density` (the default): the Gumbel density above, SofT-GRPO's; or
+            `representative` / `weighted`, as for every rule.
+        gumbel_temperature: τ_g > 0 of the softmax over perturbed log-probabilities.
     """
 
     LIKELIHOODS = ("density", "representative", "weighted")
@@ -49,7 +55,7 @@ class Gumbel(MixtureRule):
 
     def choose(self, log_probs: Tensor, embedding: nn.Module) -> MixtureStep:
         top_log_probs, support = log_probs.topk(min(self.k, log_probs.shape[-1]), dim=-1)
-        log_q = torch.log_softmax(top_log_probs, dim=-1)
+        log_q = torch.log_softmax(top_log_probs, dim=-1)  # -inf on slots a top-p / min-p filter removed
         uniform = torch.rand_like(log_q).clamp(torch.finfo(log_q.dtype).tiny, 1.0)
         perturbed = log_q - torch.log(-torch.log(uniform))
         weights = torch.softmax(perturbed / self.gumbel_temperature, dim=-1)
@@ -59,19 +65,26 @@ class Gumbel(MixtureRule):
     def step_log_likelihood(self, log_probs: Tensor, step: MixtureStep, embedding: nn.Module) -> Tensor:
         if self.likelihood != "density":
             return super().step_log_likelihood(log_probs, step, embedding)
-        log_q = torch.log_softmax(log_probs.gather(-1, step.support), dim=-1)
-        return gumbel_log_density(step.extras["perturbed"], log_q).sum(-1)
+        # Slots a filter removed were never perturbed (recorded -inf): the density runs over the
+        # kept slots, with q renormalised on them, which is the sampling distribution at θ_old.
+        kept = torch.isfinite(step.extras["perturbed"])
+        log_q = torch.log_softmax(log_probs.gather(-1, step.support).masked_fill(~kept, float("-inf")), dim=-1)
+        location = log_q.masked_fill(~kept, 0.0)  # finite stand-ins, so no inf - inf reaches the gradient
+        values = step.extras["perturbed"].masked_fill(~kept, 0.0)
+        return (gumbel_log_density(values, location) * kept).sum(-1)
 
 
 class Multiplex(MixtureRule):
-    """K tokens drawn i.i.d. from ``p`` (with replacement) and mixed, as in Multiplex Thinking and
-    CoT2's multi-token sampling. ``k = 1`` is ordinary sampling.
+    """K tokens drawn i.i.d. from p (with replacement) and mixed, as in Multiplex Thinking and
+    CoT2's multi-token sampling. k = 1 is ordinary sampling.
 
     The likelihood (``likelihood="sum"``) is ``Σ_i log π(S_i)``, the log-probability of the K
     independent draws.
 
     Args:
-        weighting: ``uniform`` (1/K each) or ``renormalised`` (``p`` renormalised on the draws).
+        likelihood: `sum` (the default): Σ_i log π(S_i) of the K draws; or `representative` /
+            `weighted`, as for every rule.
+        weighting: `uniform` (1/K each) or `renormalised` (p renormalised on the draws).
     """
 
     LIKELIHOODS = ("sum", "representative", "weighted")
