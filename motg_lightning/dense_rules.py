@@ -28,7 +28,7 @@ def embedding_rms(embedding: nn.Module) -> Tensor:
 
 
 class Gaussian(MixtureRule):
-    """Soft Tokens, Hard Truths: ``e = Σ_i p̃_i E[S_i] + σ ε``, ``ε ~ N(0, I)``.
+    """Soft Tokens, Hard Truths: e = Σ_i p̃_i E[S_i] + σ ε, ε ~ N(0, I).
 
     ``S`` are the top ``k`` tokens and ``p̃ = softmax(log p[S] · τ / τ_think)`` their distribution
     at the thinking temperature τ_think (``p`` is the rule's tempered distribution at τ, which the
@@ -37,12 +37,17 @@ class Gaussian(MixtureRule):
 
     The likelihood (``likelihood="density"``) is ``log N(e; μ_θ, σ² I)`` with the current policy's
     mean ``μ_θ = Σ_i p̃_θ,i E[S_i]`` over the recorded support: the density of the input the model
-    actually saw. ``extras`` keep the scaled noise ``σ ε`` and σ.
+    actually saw. ``e`` is data (rebuilt from the record and detached): the gradient reaches the
+    embedding matrix and the logits through ``μ_θ`` alone, the score-function estimator of the
+    paper. Like every density rule, the inputs of later steps carry no gradient
+    (:attr:`MixtureRule.detaches_inputs`). ``extras`` keep the scaled noise ``σ ε`` and σ.
 
     Args:
-        thinking_temperature: τ_think of the mean; near 0 (e.g. 1e-4) gives "fuzzy" tokens, the
-            top token's embedding plus noise.
-        noise_scale: σ relative to the embedding RMS; 0 feeds the plain ``p̃·E``.
+        likelihood: `density` (the default): log N(e; μ_θ, σ² I) of the input the model saw;
+            or `representative` / `weighted`, as for every rule.
+        thinking_temperature: τ_think > 0 of the mean; near 0 (e.g. 1e-4) gives "fuzzy" tokens,
+            the top token's embedding plus noise.
+        noise_scale: σ relative to the embedding RMS, >= 0; 0 feeds the plain p̃·E.
     """
 
     LIKELIHOODS = ("density", "representative", "weighted")
@@ -69,13 +74,16 @@ class Gaussian(MixtureRule):
             self._rms_of = (*key, embedding_rms(embedding))
         return self.noise_scale * self._rms_of[2]
 
-    def _mean_weights(self, log_probs: Tensor, support: Tensor) -> Tensor:
-        scale = self.temperature / self.thinking_temperature
-        return torch.softmax(log_probs.gather(-1, support) * scale, dim=-1)
+    def _mean_weights(self, log_probs: Tensor, support: Tensor, kept: Tensor | None = None) -> Tensor:
+        """``p̃`` on the ``kept`` slots of ``support`` (all when None), 0 elsewhere."""
+        scaled = log_probs.gather(-1, support) * (self.temperature / self.thinking_temperature)
+        if kept is not None:
+            scaled = scaled.masked_fill(~kept, float("-inf"))
+        return torch.softmax(scaled, dim=-1)
 
     def choose(self, log_probs: Tensor, embedding: nn.Module) -> MixtureStep:
         support = log_probs.topk(min(self.k, log_probs.shape[-1]), dim=-1).indices
-        weights = self._mean_weights(log_probs, support)
+        weights = self._mean_weights(log_probs, support)  # 0 on slots a top-p / min-p filter removed
         sigma = self._sigma(embedding).to(log_probs.device).expand(log_probs.shape[:-1])
         noise = sigma.unsqueeze(-1) * torch.randn(*log_probs.shape[:-1], embedding.weight.shape[-1], device=log_probs.device)
         return MixtureStep(support, weights, draw_representative(support, weights), {"noise": noise, "sigma": sigma})
@@ -87,14 +95,16 @@ class Gaussian(MixtureRule):
     def step_log_likelihood(self, log_probs: Tensor, step: MixtureStep, embedding: nn.Module) -> Tensor:
         if self.likelihood != "density":
             return super().step_log_likelihood(log_probs, step, embedding)
-        vectors = embedding(step.support).float()
-        policy_weights = self._mean_weights(log_probs, step.support)
-        # e − μ_θ = Σ (w_old − p̃_θ) E[S] + σ ε, without rebuilding e in full.
-        residual = ((step.weights - policy_weights).unsqueeze(-1) * vectors).sum(-2) + step.extras["noise"].float()
+        # The sampled input e is data: rebuilt from the record and detached, so the gradient reaches
+        # the embedding matrix and the logits only through the mean μ_θ (a score-function estimate).
+        sample = self.embed(embedding, step).detach().float()
+        kept = step.weights > 0  # the slots the mean ran over at sampling time
+        policy_weights = self._mean_weights(log_probs, step.support, kept)
+        mean = (policy_weights.unsqueeze(-1) * embedding(step.support).float()).sum(-2)
         sigma = step.extras["sigma"].float()
         sigma = torch.where(sigma > 0, sigma, 1.0)  # steps that did not mix record σ = 0; keep their gradient finite
-        dimension = residual.shape[-1]
-        squared = residual.pow(2).sum(-1)
+        dimension = mean.shape[-1]
+        squared = (sample - mean).pow(2).sum(-1)
         return -0.5 * squared / sigma**2 - dimension * torch.log(sigma) - 0.5 * dimension * math.log(2 * math.pi)
 
 
@@ -105,7 +115,7 @@ def normalised_entropy(log_probs: Tensor) -> Tensor:
 
 
 class MixtureOfInputs(MixtureRule):
-    """Mixture of Inputs: ``y ~ p``, input weights ``w = (H·p + (β + 1 − H)·onehot(y)) / (β + 1)``.
+    """Mixture of Inputs: y ~ p, input weights w = (H·p + (β + 1 − H)·onehot(y)) / (β + 1).
 
     ``H`` is the entropy of ``p`` divided by ``log V`` (so ``β + 1 − H ≥ β``): an uncertain step
     leans on the distribution, a confident one on the sampled token; larger β keeps more of the
@@ -114,7 +124,8 @@ class MixtureOfInputs(MixtureRule):
     ordinary sampling, ``log π(y)``; as β grows the input tends to ``E[y]``, discrete sampling.
 
     Args:
-        beta: β of the posterior blend.
+        likelihood: `representative` only: log π(y) of the sampled token, as ordinary sampling.
+        beta: β >= 0 of the posterior blend (the paper recommends 0.5 to 2).
     """
 
     LIKELIHOODS = ("representative",)

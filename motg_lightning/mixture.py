@@ -86,13 +86,13 @@ class MixtureRule(ABC):
     """Base class of all rules.
 
     Args:
-        k: support size (number of tokens mixed per thinking step); the paper uses 2.
-        temperature: τ of ``p_t = softmax(z_t / τ)``, used for sampling and, unlike the paper's
+        k: support size, at least 1 (number of tokens mixed per thinking step); the paper uses 2.
+        temperature: τ > 0 of p_t = softmax(z_t / τ), used for sampling and, unlike the paper's
             code, also for the log-likelihood of the loss; the paper's runs use 0.9.
         likelihood: step log-likelihood of a thinking step used by the GRPO loss.
-            ``representative``: ``log π(r_t)`` (the paper's Dirichlet runs);
-            ``weighted``: ``Σ_i w̃_i log π(S_t,i)`` with ``w̃ = π`` renormalised on the support,
-            the gradient flowing through ``w̃`` (the paper's "different tokens" runs).
+            `representative`: log π(r_t) of the representative token (the paper's Dirichlet runs);
+            `weighted`: Σ_i w̃_i log π(S_t,i) with w̃ = π renormalised on the support,
+            the gradient flowing through w̃ (the paper's "different tokens" runs).
     """
 
     LIKELIHOODS: tuple[str, ...] = ("representative", "weighted")
@@ -119,6 +119,18 @@ class MixtureRule(ABC):
     def support_size(self) -> int:
         """Slots of a step's support (``k`` unless a rule adds its own)."""
         return self.k
+
+    @property
+    def detaches_inputs(self) -> bool:
+        """Whether the loss feeds thinking steps' rebuilt inputs without gradient.
+
+        A density likelihood (CoT2's Dirichlet, SofT-GRPO's Gumbel, the Gaussian of Soft Tokens,
+        Hard Truths) is a score-function estimator: the sampled input is data, and its gradient
+        reaches the policy only through the density. So later steps' inputs carry no gradient
+        into the embedding matrix (SofT-GRPO detaches them too). The token likelihoods
+        (``representative``, ``weighted``) keep the gradient through the mixed inputs.
+        """
+        return self.likelihood == "density"
 
     def log_probs(self, logits: Tensor) -> Tensor:
         """Tempered log-distribution ``log softmax(z / τ)`` in float32."""
@@ -149,7 +161,7 @@ class MixtureRule(ABC):
 
 
 class Discrete(MixtureRule):
-    """Standard decoding: one token sampled from ``p_t`` with weight 1 (the GRPO baseline)."""
+    """Standard decoding: one token sampled from p_t with weight 1 (the GRPO baseline)."""
 
     REPRESENTATIVE_IS_SAMPLE = True
 
@@ -175,7 +187,7 @@ class Greedy(MixtureRule):
 
 
 class TopK(MixtureRule):
-    """Deterministic top-k mixture, weights ``p_t`` renormalised on the top k (Soft Thinking,
+    """Deterministic top-k mixture, weights p_t renormalised on the top k (Soft Thinking,
     arXiv 2505.15778; the paper's deterministic variant)."""
 
     def choose(self, log_probs: Tensor, embedding: nn.Module) -> MixtureStep:
@@ -184,14 +196,19 @@ class TopK(MixtureRule):
 
 
 class Dirichlet(MixtureRule):
-    """Top-k support with weights ``w ~ Dirichlet(α q)``, ``q = p_t`` renormalised on the top k
+    """Top-k support with weights w ~ Dirichlet(α q), q = p_t renormalised on the top k
     (the paper's main MoT-G rule, α = 1 in its code).
 
+    With the `density` likelihood the recorded weights are data: the gradient reaches the policy
+    through α q_θ alone, and later steps' mixed inputs carry no gradient into the embedding matrix
+    (`MixtureRule.detaches_inputs`). Under a top-p / min-p filter the Dirichlet runs over the top-k
+    slots the filter kept (removed slots get weight 0), and the density over the same slots.
+
     Args:
-        alpha: concentration scale α; larger values keep ``w`` closer to ``q``.
-        min_concentration: floor of ``α q`` so the Gamma sampler never sees 0 (which gives NaN).
-        likelihood: besides ``representative`` and ``weighted``, ``density``: the log Dirichlet
-            density of the recorded weights under ``α q_θ`` (CoT2, arXiv 2505.23648).
+        alpha: concentration scale α > 0; larger values keep w closer to q.
+        min_concentration: floor (> 0) of α q so the Gamma sampler never sees 0 (which gives NaN).
+        likelihood: besides `representative` and `weighted`, `density`: the log Dirichlet
+            density of the recorded weights under α q_θ (CoT2, arXiv 2505.23648).
     """
 
     LIKELIHOODS = ("representative", "weighted", "density")
@@ -207,48 +224,78 @@ class Dirichlet(MixtureRule):
         super().__init__(k, temperature, likelihood)
         if not alpha > 0:
             raise ValueError(f"model.mixture.alpha={alpha} (Dirichlet): must be > 0 (the paper uses 1.0).")
+        if not min_concentration > 0:
+            raise ValueError(f"model.mixture.min_concentration={min_concentration} (Dirichlet): must be > 0.")
         self.alpha = alpha
         self.min_concentration = min_concentration
 
     def choose(self, log_probs: Tensor, embedding: nn.Module) -> MixtureStep:
         support, q = self._top_k(log_probs)
-        concentration = self.concentration(log_probs, support)
-        weights = torch.distributions.Dirichlet(concentration).sample()
+        kept = q > 0  # slots a top-p / min-p filter removed have q = 0 and stay out of the mixture
+        gammas = torch.distributions.Gamma(self.concentration(log_probs, support, kept), 1.0).sample() * kept
         # Gamma draws of very small concentrations can underflow to all zeros; fall back to q.
-        valid = torch.isfinite(weights).all(-1, keepdim=True) & (weights.sum(-1, keepdim=True) > 0)
-        weights = torch.where(valid, renormalise(weights.nan_to_num(0.0)), q)
+        valid = torch.isfinite(gammas).all(-1, keepdim=True) & (gammas.sum(-1, keepdim=True) > 0)
+        weights = torch.where(valid, renormalise(gammas.nan_to_num(0.0)), q)
+        # A kept slot keeps a positive weight, so ``weights > 0`` tells the density which slots were drawn.
+        weights = renormalise(torch.where(kept, weights.clamp_min(torch.finfo(weights.dtype).tiny), 0.0))
         return MixtureStep(support, weights, draw_representative(support, weights))
 
-    def concentration(self, log_probs: Tensor, support: Tensor) -> Tensor:
-        """``α q`` with ``q`` the distribution renormalised on ``support``, floored."""
-        q = torch.softmax(log_probs.gather(-1, support), dim=-1)
-        return (self.alpha * q).clamp_min(self.min_concentration)
+    def concentration(self, log_probs: Tensor, support: Tensor, kept: Tensor | None = None) -> Tensor:
+        """``α q`` with ``q`` the distribution renormalised on the ``kept`` slots of ``support``
+        (all when None), floored; slots not kept get the floor and must be masked by the caller."""
+        support_log_probs = log_probs.gather(-1, support)
+        if kept is not None:
+            support_log_probs = support_log_probs.masked_fill(~kept, float("-inf"))
+        return (self.alpha * torch.softmax(support_log_probs, dim=-1)).clamp_min(self.min_concentration)
 
     def step_log_likelihood(self, log_probs: Tensor, step: MixtureStep, embedding: nn.Module) -> Tensor:
         if self.likelihood != "density":
             return super().step_log_likelihood(log_probs, step, embedding)
-        # Weights that underflowed to 0 would have density 0; keep them at the smallest normal float.
-        weights = renormalise(step.weights.clamp_min(torch.finfo(step.weights.dtype).tiny))
-        return torch.distributions.Dirichlet(self.concentration(log_probs, step.support)).log_prob(weights)
+        kept = step.weights > 0
+        return dirichlet_log_density(step.weights, self.concentration(log_probs, step.support, kept), kept)
+
+
+def dirichlet_log_density(weights: Tensor, concentration: Tensor, kept: Tensor) -> Tensor:
+    """``log Dirichlet(w; a)`` over the ``kept`` slots of ``[..., k]`` weights (which sum to one
+    there): ``log Γ(Σ a) − Σ log Γ(a) + Σ (a − 1) log w``, equal to ``torch.distributions.Dirichlet``
+    when every slot is kept. A single kept slot has density 1 (log 0)."""
+    concentration = concentration.masked_fill(~kept, 1.0)  # a = 1 and log w = 0 add nothing
+    log_weights = torch.log(weights.masked_fill(~kept, 1.0))
+    normaliser = torch.lgamma((concentration * kept).sum(-1)) - (torch.lgamma(concentration) * kept).sum(-1)
+    return normaliser + ((concentration - 1.0) * log_weights).sum(-1)
 
 
 class Sampled(MixtureRule):
-    """k distinct tokens sampled from ``p_t`` without replacement, weights ``p_t`` renormalised
-    on them (the paper's "different tokens" variant)."""
+    """k distinct tokens sampled from p_t without replacement, weights p_t renormalised
+    on them (the paper's "different tokens" variant).
+
+    Args:
+        likelihood: `weighted` by default, the likelihood the paper's "different tokens" runs
+            train with; `representative` scores the drawn text token alone.
+    """
+
+    def __init__(self, k: int = 2, temperature: float = 0.9, likelihood: Likelihood = "weighted"):
+        super().__init__(k, temperature, likelihood)
 
     def choose(self, log_probs: Tensor, embedding: nn.Module) -> MixtureStep:
-        probs = log_probs.exp().reshape(-1, log_probs.shape[-1])
-        k = min(self.k, probs.shape[-1])
-        support = torch.multinomial(probs, k, replacement=False).reshape(*log_probs.shape[:-1], k)
+        # Gumbel-top-k: the k largest of log p + Gumbel noise are k draws without replacement
+        # (Kool et al., arXiv 1903.06059). Unlike torch.multinomial it accepts a top-p / min-p
+        # filtered distribution with fewer than k tokens left: the extra slots get weight 0.
+        uniform = torch.rand_like(log_probs).clamp_min(torch.finfo(log_probs.dtype).tiny)
+        keys = log_probs - torch.log(-torch.log(uniform))
+        support = keys.topk(min(self.k, log_probs.shape[-1]), dim=-1).indices
         weights = renormalise(log_probs.gather(-1, support).exp())
         return MixtureStep(support, weights, draw_representative(support, weights))
 
 
 class Nucleus(MixtureRule):
-    """Top-k cut where the cumulative mass first reaches ``top_p``, weights renormalised (an
+    """Top-k cut where the cumulative mass first reaches `top_p`, weights renormalised (an
     option of the paper's code; the top-p filter of Soft Thinking, arXiv 2505.15778).
 
-    The support keeps ``k`` slots; slots past the cut have weight 0.
+    The support keeps `k` slots; slots past the cut have weight 0.
+
+    Args:
+        top_p: probability mass in (0, 1] at which the top-k list is cut.
     """
 
     def __init__(self, k: int = 2, temperature: float = 0.9, likelihood: Likelihood = "representative", top_p: float = 0.9):
@@ -267,8 +314,8 @@ class Nucleus(MixtureRule):
 
 class ElementwiseMax(MixtureRule):
     """Top-k support; the input is the element-wise maximum of the k embeddings (an option of the
-    paper's code). Weights are ``p_t`` renormalised on the top k and serve the representative draw
-    and the ``weighted`` likelihood; slots with weight 0 are left out of the maximum."""
+    paper's code). Weights are p_t renormalised on the top k and serve the representative draw
+    and the `weighted` likelihood; slots with weight 0 are left out of the maximum."""
 
     def choose(self, log_probs: Tensor, embedding: nn.Module) -> MixtureStep:
         support, weights = self._top_k(log_probs)

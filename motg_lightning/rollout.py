@@ -85,8 +85,11 @@ class Rollout:
 
     def input_embeddings(self, embedding: nn.Module, rule: MixtureRule) -> Tensor:
         """``[N, P + T - 1, D]``: prompt embeddings then the inputs ``e_1 … e_{T-1}`` of the steps,
-        rebuilt from the record (differentiable through the embedding matrix)."""
+        rebuilt from the record (differentiable through the embedding matrix, except the mixed
+        inputs of a rule whose likelihood treats them as data: :attr:`MixtureRule.detaches_inputs`)."""
         steps = rule.embed(embedding, self.step().steps(slice(None, -1)))
+        if rule.detaches_inputs:
+            steps = torch.where(self.thinking[:, :-1, None], steps.detach(), steps)
         return torch.cat([embedding(self.prompt_ids), steps], dim=1)
 
 

@@ -39,6 +39,24 @@ def test_gaussian_density_agrees_with_torch_distributions_and_has_gradients():
     assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
 
 
+def test_gaussian_density_gradient_is_the_score_function_of_the_mean():
+    """The sampled input e is data: at θ = θ_old, ∂/∂E[v] log N(e; μ, σ²I) with μ = Σ p̃_i E[S_i]
+    is Σ_{steps, i: S_i = v} p̃_i (e − μ) / σ², with e − μ the recorded noise. (Rebuilding e from
+    the current weights made this exactly zero.)"""
+    torch.manual_seed(0)
+    embedding = torch.nn.Embedding(VOCAB, 8)
+    rule = Gaussian(k=4)
+    log_probs = random_log_probs(batch=16)
+    step = rule.choose(log_probs, embedding)
+    rule.step_log_likelihood(log_probs, step, embedding).sum().backward()
+
+    sigma = step.extras["sigma"][:, None, None]
+    per_slot = step.weights.unsqueeze(-1) * step.extras["noise"].unsqueeze(1) / sigma**2  # [N, k, D]
+    expected = torch.zeros_like(embedding.weight).index_add_(0, step.support.reshape(-1), per_slot.reshape(-1, 8))
+    assert expected.norm() > 0
+    torch.testing.assert_close(embedding.weight.grad, expected, atol=1e-4, rtol=1e-4)
+
+
 def test_fuzzy_gaussian_without_noise_feeds_the_top_token():
     rule = Gaussian(k=4, thinking_temperature=1e-7, noise_scale=0.0, likelihood="representative")
     log_probs = random_log_probs(batch=32)

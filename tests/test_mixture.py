@@ -114,3 +114,10 @@ def test_weight_entropy():
 def test_invalid_options_name_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
         TopK(**kwargs)
+
+
+def test_each_rule_defaults_to_the_likelihood_its_paper_trains_with():
+    """MoT-G's "different tokens" runs train Sampled with the weighted likelihood; its Dirichlet
+    runs with the representative token's."""
+    assert Sampled().likelihood == "weighted"
+    assert Dirichlet().likelihood == "representative"

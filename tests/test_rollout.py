@@ -100,6 +100,27 @@ def test_input_embeddings_rebuild_prompt_and_steps(tiny_model, tokenizer, prompt
     torch.testing.assert_close(rebuilt[0, ids.shape[1]], step)
 
 
+@pytest.mark.parametrize("likelihood", ["representative", "density"])
+def test_density_likelihoods_feed_mixed_inputs_as_data(tiny_model, prompts, make_settings, likelihood):
+    """A density likelihood's sampled inputs carry no gradient into the embedding matrix; the
+    answer-phase token inputs and the token likelihoods' mixed inputs do."""
+    torch.manual_seed(0)
+    ids, mask = prompts
+    rule = Dirichlet(likelihood=likelihood)
+    rollout = generate(tiny_model, rule, ids, mask, make_settings(max_new_tokens=8, thinking_budget=3))
+    embedding = tiny_model.get_input_embeddings()
+    steps = rollout.input_embeddings(embedding, rule)[:, ids.shape[1] :]
+    thinking = rollout.thinking[:, :-1]
+    assert thinking.any() and (~thinking).any()
+    mixed_grad = torch.autograd.grad(steps[thinking].sum(), embedding.weight, retain_graph=True)[0]
+    token_grad = torch.autograd.grad(steps[~thinking].sum(), embedding.weight)[0]
+    assert token_grad.abs().sum() > 0
+    if likelihood == "density":
+        assert mixed_grad.abs().sum() == 0
+    else:
+        assert mixed_grad.abs().sum() > 0
+
+
 @pytest.mark.parametrize("rule", [Discrete(), Dirichlet(), Sampled()], ids=lambda r: type(r).__name__)
 def test_fast_path_gives_the_same_trajectories_as_the_plain_path(tiny_model, tokenizer, prompts, make_settings, rule):
     """Static cache and rare host syncs never change what is generated for a seed."""
