@@ -53,10 +53,20 @@ def clipped_surrogate(
     return -torch.min(unclipped, clipped), clipped < unclipped
 
 
+#: bounds of the k3 estimator's log-ratio and of its value (verl's ``low_var_kl``)
+KL_LOG_RATIO_LIMIT, KL_LIMIT = 20.0, 10.0
+
+
 def k3_kl(log_likelihood: Tensor, reference_log_likelihood: Tensor) -> Tensor:
-    """Per-step k3 estimator ``exp(ℓ_ref − ℓ) − (ℓ_ref − ℓ) − 1`` of KL(π‖π_ref) (Schulman, 2020)."""
-    delta = reference_log_likelihood - log_likelihood
-    return torch.exp(delta) - delta - 1
+    """Per-step k3 estimator ``exp(ℓ_ref − ℓ) − (ℓ_ref − ℓ) − 1`` of KL(π‖π_ref) (Schulman, 2020).
+
+    The log-ratio is clamped to ±20 and the estimate to at most 10, as verl's ``low_var_kl``
+    does: density likelihoods (Dirichlet, Gaussian, Gumbel) give per-step log-densities far from
+    0, and a drift of tens of nats would otherwise make ``exp`` overflow the loss. A clamped step
+    adds no gradient.
+    """
+    delta = (reference_log_likelihood - log_likelihood).clamp(-KL_LOG_RATIO_LIMIT, KL_LOG_RATIO_LIMIT)
+    return (torch.exp(delta) - delta - 1).clamp_max(KL_LIMIT)
 
 
 def token_mean(values: Tensor, mask: Tensor, total_tokens: Tensor | int | None = None) -> Tensor:
