@@ -1,7 +1,7 @@
 """Step log-likelihoods of recorded trajectories under a (possibly updated) policy.
 
 The forward pass feeds the recorded input embeddings (prompt, then each step's mixture) as
-``inputs_embeds``, so the model sees exactly what it saw while generating (METHOD.md §3). Thinking
+``inputs_embeds``, so the model sees exactly what it saw while generating (docs/method.md §4). Thinking
 steps are scored by the rule's likelihood, ordinary steps by their token's log-probability.
 
 With ``chunk_size`` the vocabulary projection runs over a few steps at a time under activation
