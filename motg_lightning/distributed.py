@@ -1,7 +1,11 @@
 """What a rollout needs to run under Lightning's distributed strategies (DDP, FSDP, FSDP2).
 
 * Every rank rolls out its own prompts, each with its whole group, so group statistics are exact
-  without communication; only the loss normaliser and logged metrics are reduced.
+  without communication; the loss normaliser and logged metrics are reduced, and the statistics
+  TRL takes over the whole batch (the ``batch`` reward std, the entropy quantile) are taken over
+  every rank's rows, gathered by :func:`gather_rows`.
+* FSDP1 (Lightning's ``FSDPStrategy``) wraps each decoder layer with the policy
+  :func:`fsdp1_wrap_policy` gives it.
 * With sharded parameters every forward is a collective, so ranks must run the same number of
   decode steps: :func:`finished_everywhere` stops a rollout only when every rank is done (as
   ``synced_gpus`` does in Hugging Face ``generate``).
@@ -21,8 +25,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from lightning.fabric.plugins.collectives.torch_collective import default_pg_timeout
-from lightning.pytorch.strategies import ModelParallelStrategy
+from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 from torch import Tensor, nn
+from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 
 
 def world_size() -> int:
@@ -51,6 +56,23 @@ def layer_classes(model: nn.Module, names: Sequence[str] | None) -> tuple[type[n
             f"name its decoder-layer class instead (layer-like classes in this model: {present})."
         )
     return tuple(found)
+
+
+def fsdp1_wrap_policy(strategy: Any, model: nn.Module, names: Sequence[str] | None) -> Any:
+    """FSDP1 (Lightning's ``FSDPStrategy``): the strategy's ``auto_wrap_policy``, first set, if
+    it has none, to wrap every module of :func:`layer_classes` (``names``, default ``model``'s
+    decoder layers) as its own FSDP unit; None for other strategies.
+
+    The strategy wraps the whole LightningModule with this policy after ``configure_model``, so
+    the root FSDP unit (embeddings, final norm, LM head) stays gathered around the whole training
+    step, as the rollout and the loss use those outside ``forward``. Wrapping the layers in
+    ``configure_model`` instead would make Lightning leave the root unwrapped: those parameters
+    would be neither sharded nor have their gradients averaged."""
+    if not isinstance(strategy, FSDPStrategy):
+        return None
+    if strategy.kwargs.get("auto_wrap_policy") is None:
+        strategy.kwargs["auto_wrap_policy"] = ModuleWrapPolicy(layer_classes(model, names))
+    return strategy.kwargs["auto_wrap_policy"]
 
 
 def shard_fully(model: nn.Module, mesh, classes: tuple[type[nn.Module], ...]) -> None:
@@ -95,6 +117,31 @@ def unsharded_for_generation(model: nn.Module) -> Iterator[None]:
         for module in sharded:
             module.reshard()
             module.set_reshard_after_forward(True)
+
+
+def gather_rows(values: Tensor) -> Tensor:
+    """Every rank's 1-D ``values`` (of any length) concatenated in rank order, for statistics
+    over the whole batch such as TRL's (``values`` itself when not distributed). With NCCL the
+    values must be on the rank's GPU."""
+    if world_size() == 1:
+        return values
+    count = torch.tensor([values.numel()], dtype=torch.int64, device=values.device)
+    counts = [torch.zeros_like(count) for _ in range(world_size())]
+    dist.all_gather(counts, count)
+    padded = values.new_zeros(int(max(counts)))
+    padded[: values.numel()] = values
+    parts = [torch.zeros_like(padded) for _ in range(world_size())]
+    dist.all_gather(parts, padded)
+    return torch.cat([part[: int(n)] for part, n in zip(parts, counts)])
+
+
+def gather_objects(value: Any) -> list[Any]:
+    """Every rank's picklable ``value``, in rank order (``[value]`` when not distributed)."""
+    if world_size() == 1:
+        return [value]
+    gathered: list[Any] = [None] * world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered
 
 
 def max_over_ranks(value: int, device: torch.device | None = None) -> int:

@@ -12,13 +12,18 @@ ScaleRewards = Literal["group", "batch", "none"]
 LossType = Literal["grpo", "bnpo", "dr_grpo", "dapo"]
 
 
-def group_advantages(rewards: Tensor, group_size: int, scale_rewards: ScaleRewards = "group", eps: float = 1e-4) -> Tensor:
+def group_advantages(
+    rewards: Tensor, group_size: int, scale_rewards: ScaleRewards = "group", eps: float = 1e-4,
+    batch_rewards: Tensor | None = None,
+) -> Tensor:
     """``A_g = (R_g − mean_G(R)) / (std_G(R) + eps)``, one value per rollout.
 
     Args:
         rewards: ``[N]`` rewards, ``N`` a multiple of ``group_size``, groups consecutive.
         scale_rewards: divide by the group's std (``group``, GRPO), the batch's std (``batch``)
             or not at all (``none``, Dr. GRPO, arXiv 2503.20783).
+        batch_rewards: the rewards of the whole batch whose std ``batch`` divides by: every
+            process's, as TRL gathers them before computing advantages; default ``rewards``.
     """
     if rewards.numel() % group_size:
         raise ValueError(f"{rewards.numel()} rewards do not split into groups of num_generations={group_size}.")
@@ -27,7 +32,7 @@ def group_advantages(rewards: Tensor, group_size: int, scale_rewards: ScaleRewar
     if scale_rewards == "group":
         return centred / (grouped.std(-1).repeat_interleave(group_size) + eps)
     if scale_rewards == "batch":
-        return centred / (rewards.std() + eps)
+        return centred / ((rewards if batch_rewards is None else batch_rewards).std() + eps)
     return centred
 
 
@@ -103,12 +108,20 @@ def aggregate_loss(
     raise ValueError(f"loss_type={loss_type!r}: choose grpo, bnpo, dr_grpo or dapo.")
 
 
-def high_entropy_mask(entropy: Tensor, mask: Tensor, top_entropy_quantile: float) -> Tensor:
+def high_entropy_mask(
+    entropy: Tensor, mask: Tensor, top_entropy_quantile: float, batch_entropy: Tensor | None = None
+) -> Tensor:
     """Steps among the ``top_entropy_quantile`` fraction of highest entropy (Wang et al., "Beyond
-    the 80/20 rule", arXiv 2506.01939; TRL's ``top_entropy_quantile``); 1.0 keeps every step."""
+    the 80/20 rule", arXiv 2506.01939; TRL's ``top_entropy_quantile``); 1.0 keeps every step.
+
+    Args:
+        batch_entropy: the entropies of the counted steps of the whole batch, over which the
+            threshold is taken: every process's, as TRL gathers them; default ``entropy[mask]``.
+    """
     if top_entropy_quantile >= 1.0 or not mask.any():
         return mask
-    threshold = torch.quantile(entropy[mask].float(), 1.0 - top_entropy_quantile)
+    values = entropy[mask] if batch_entropy is None else batch_entropy
+    threshold = torch.quantile(values.float(), 1.0 - top_entropy_quantile)
     return mask & (entropy >= threshold)
 
 

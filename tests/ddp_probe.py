@@ -9,6 +9,8 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from motg_lightning.rewards import RewardFunction
+
 
 TESTS = Path(__file__).resolve().parent
 
@@ -26,8 +28,9 @@ def read_ranks(directory: Path, count: int) -> list[dict]:
 
 class RankProbe(L.Callback):
     """Writes ``rank_<r>.json`` into ``$MOTG_PROBE_DIR``: per step the questions of the batch,
-    this rank's rollout size, mean reward and time, and the logged (reduced) reward; at the end a
-    checksum of the policy's parameters (gathered when sharded) and the peak GPU memory."""
+    this rank's rollout size, mean reward and time, the logged (reduced) reward and a hash of the
+    training random stream's state after the step; at the end a checksum and a hash of the
+    policy's parameters (gathered when sharded) and the peak GPU memory."""
 
     def __init__(self):
         self.steps = []
@@ -42,23 +45,43 @@ class RankProbe(L.Callback):
             "questions": [entry["question"] for entry in batch["entries"]],
             "step": trainer.global_step,
             "loss": float(outputs["loss"]),
-            "rng": hashlib.sha1(torch.get_rng_state().numpy().tobytes()).hexdigest(),
+            "rng": hashlib.sha1(pl_module.training_random.state_dict()["cpu"].numpy().tobytes()).hexdigest(),
             "local_rows": int(outputs["local_rows"]),
             "local_reward": float(outputs["local_reward"]),
             "logged_reward": float(trainer.callback_metrics["train/reward"]),
+            "rewards": outputs["rewards"].tolist(),
+            "advantages": outputs["advantages"].tolist(),
+            "policy_steps": int(outputs["policy_steps"]),
         })
+        if pl_module.hparams.top_entropy_quantile < 1:  # only then: long runs would write every step's entropies
+            self.steps[-1]["counted_entropy"] = outputs["counted_entropy"].tolist()
 
     def on_train_end(self, trainer, pl_module):
         checksum = sum(float(p.detach().full_tensor().double().sum() if hasattr(p, "full_tensor") else p.detach().double().sum())
                        for p in pl_module.policy.parameters())
         later = [step["seconds"] for step in self.steps[1:]] or [step["seconds"] for step in self.steps]
         cuda = pl_module.device.type == "cuda"
+        weights = hashlib.sha1()
+        for p in pl_module.policy.parameters():
+            value = p.detach().full_tensor() if hasattr(p, "full_tensor") else p.detach()
+            weights.update(value.cpu().contiguous().view(torch.uint8).numpy().tobytes())
         record = {
             "rank": trainer.global_rank, "world_size": trainer.world_size, "steps": self.steps, "checksum": checksum,
+            "weights": weights.hexdigest(),
             "seconds_per_step": sum(later) / len(later),
             "peak_memory_gib": torch.cuda.max_memory_allocated(pl_module.device) / 2**30 if cuda else float("nan"),
         }
         Path(os.environ["MOTG_PROBE_DIR"], f"rank_{trainer.global_rank}.json").write_text(json.dumps(record))
+
+
+class RewardByLength(RewardFunction):
+    """The completion's length in characters: rewards that vary within groups and between ranks
+    even for a random model's text."""
+
+    def __call__(self, completions, entries):
+        output = super().__call__(completions, entries)
+        output.total = torch.tensor([float(len(text)) for text in completions])
+        return output
 
 
 class HangAtStep(L.Callback):

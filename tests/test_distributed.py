@@ -49,6 +49,23 @@ def test_ddp_with_dynamic_sampling_keeps_the_ranks_in_step(tmp_path):
     assert all(len(rank["steps"]) == 2 for rank in ranks)
 
 
+def test_batch_statistics_are_taken_over_every_rank(tmp_path):
+    """As TRL, ``scale_rewards=batch`` divides by the std of every process's rewards and the
+    ``top_entropy_quantile`` threshold is the quantile of every process's counted steps."""
+    ranks = _fit_on_cpu_processes(tmp_path, "--trainer.max_steps=2", "--model.reward=ddp_probe.RewardByLength",
+                                  "--model.scale_rewards=batch", "--model.top_entropy_quantile=0.5")
+    group_size = 2  # configs/smoke.yaml
+    for steps in zip(ranks[0]["steps"], ranks[1]["steps"]):
+        rewards = torch.tensor([reward for step in steps for reward in step["rewards"]])
+        threshold = torch.quantile(torch.tensor([value for step in steps for value in step["counted_entropy"]]), 0.5)
+        assert rewards.std() > 0
+        for step in steps:
+            mine = torch.tensor(step["rewards"]).reshape(-1, group_size)
+            centred = (mine - mine.mean(-1, keepdim=True)).reshape(-1)
+            torch.testing.assert_close(torch.tensor(step["advantages"]), centred / (rewards.std() + 1e-4))
+            assert step["policy_steps"] == int((torch.tensor(step["counted_entropy"]) >= threshold).sum())
+
+
 FSDP2 = ("--config", "configs/strategy/fsdp2.yaml")
 
 
@@ -76,6 +93,73 @@ def test_shard_layers_default_to_the_decoder_layers_and_wrong_names_are_refused(
     assert [cls.__name__ for cls in layer_classes(model, None)] == ["LlamaDecoderLayer"]
     with pytest.raises(ValueError, match="shard_layer_classes"):
         layer_classes(model, ["QwenBlock"])
+
+
+class RecordingWrapper(torch.nn.Module):
+    """Stands in for FSDP1's wrapper class (which needs CUDA): keeps what it was asked to wrap."""
+
+    calls: list = []
+
+    def __init__(self, module, **options):
+        super().__init__()
+        self.wrapped = module
+        RecordingWrapper.calls.append((module, options))
+
+
+def _wrap_units(policy, root) -> list[torch.nn.Module]:
+    """The modules of ``root`` that the FSDP1 wrap policy makes FSDP units of their own."""
+    return [module for module in root.modules() if policy(module, recurse=False, nonwrapped_numel=0)]
+
+
+def test_fsdp1_wraps_the_decoder_layers_of_policy_and_reference():
+    """What the module hands Lightning's FSDPStrategy, which wraps the LightningModule with its
+    ``auto_wrap_policy`` after ``configure_model`` (inside its ``enable_wrap`` context, where
+    ``wrap()`` acts). configs/strategy/fsdp.yaml names no layer class."""
+    from types import SimpleNamespace
+
+    import yaml
+    from lightning.pytorch.strategies import FSDPStrategy
+    from torch.distributed.fsdp.wrap import enable_wrap
+
+    from motg_lightning.module import MoTGRPOModule
+
+    overlay = yaml.safe_load((ROOT / "configs" / "strategy" / "fsdp.yaml").read_text())["trainer"]["strategy"]
+    strategy = FSDPStrategy(**overlay["init_args"])
+    assert "auto_wrap_policy" not in strategy.kwargs
+    module = MoTGRPOModule(TINY_MODEL, num_generations=2, beta=0.1)
+    module.trainer = SimpleNamespace(strategy=strategy)  # a Trainer with FSDPStrategy refuses a CPU
+    RecordingWrapper.calls = []
+    module.configure_model()  # as from `setup`: outside the wrapping context wrap() leaves models alone
+    assert RecordingWrapper.calls == []
+    with enable_wrap(wrapper_cls=RecordingWrapper, **strategy.kwargs):  # Lightning's model_sharded_context
+        module.configure_model()
+        module.configure_model()  # again: nothing is wrapped twice
+    policy = strategy.kwargs["auto_wrap_policy"]
+    assert _wrap_units(policy, module) == list(module.policy.model.layers)  # what Lightning will wrap
+    [(reference, options)] = RecordingWrapper.calls
+    assert module._frozen["reference"].wrapped is reference and reference is not module.policy
+    assert options["auto_wrap_policy"] is policy
+    assert _wrap_units(policy, reference) == list(reference.model.layers)
+
+
+def test_fsdp1_finds_the_decoder_layers_of_qwen2():
+    """The paper's Qwen2.5: its layers are not LlamaDecoderLayer, and are found all the same."""
+    from lightning.pytorch.strategies import FSDPStrategy
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from transformers.models.llama.modeling_llama import LlamaDecoderLayer
+
+    from motg_lightning.distributed import fsdp1_wrap_policy
+
+    config = Qwen2Config(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=3, num_attention_heads=2,
+                         num_key_value_heads=1)
+    model = Qwen2ForCausalLM(config)
+    assert not any(isinstance(layer, LlamaDecoderLayer) for layer in model.model.layers)
+    assert [cls.__name__ for cls in layer_classes(model, None)] == ["Qwen2DecoderLayer"]
+    policy = fsdp1_wrap_policy(FSDPStrategy(), model, None)
+    assert _wrap_units(policy, model) == list(model.model.layers)
+    assert fsdp1_wrap_policy(None, model, None) is None, "other strategies get no policy"
+    own = FSDPStrategy(auto_wrap_policy={torch.nn.Embedding})
+    assert _wrap_units(fsdp1_wrap_policy(own, model, None), model) == [model.model.embed_tokens], "a policy set on the strategy wins"
 
 
 def test_padding_micro_batches_for_other_ranks_changes_nothing(tmp_path, monkeypatch):

@@ -21,6 +21,14 @@ def test_advantage_scaling_options():
     torch.testing.assert_close(group_advantages(rewards, 2, "batch", eps=0.0), torch.tensor([1.0, -1.0, 0.0, 0.0]) / rewards.std())
 
 
+def test_batch_scaling_divides_by_the_std_of_the_whole_batch_it_is_given():
+    """Another process's rewards (TRL gathers every process's before scaling by the batch's std)."""
+    mine, theirs = torch.tensor([3.0, 1.0, 0.0, 0.0]), torch.tensor([10.0, 0.0])
+    whole = torch.cat([mine, theirs])
+    advantages = group_advantages(mine, 2, "batch", eps=0.0, batch_rewards=whole)
+    torch.testing.assert_close(advantages, torch.tensor([1.0, -1.0, 0.0, 0.0]) / whole.std())
+
+
 def test_rewards_that_do_not_split_into_groups_are_rejected():
     with pytest.raises(ValueError, match="num_generations=4"):
         group_advantages(torch.zeros(6), 4)
@@ -119,6 +127,13 @@ def test_high_entropy_mask_keeps_the_top_quantile_of_counted_steps():
     kept = high_entropy_mask(entropy, MASK, top_entropy_quantile=0.5)
     assert kept.tolist() == [[False, True, False, False], [True, False, False, False]]
     assert torch.equal(high_entropy_mask(entropy, MASK, 1.0), MASK)
+
+
+def test_high_entropy_threshold_is_taken_over_the_whole_batch_it_is_given():
+    """Another process's steps all have higher entropy: the median of both keeps none of these."""
+    entropy = torch.tensor([[0.1, 0.9, 0.5, 5.0], [0.7, 9.0, 9.0, 9.0]])
+    whole = torch.cat([entropy[MASK], torch.full((5,), 20.0)])
+    assert not high_entropy_mask(entropy, MASK, 0.5, batch_entropy=whole).any()
 
 
 def test_sync_reference_mixes_parameters():
