@@ -1,10 +1,11 @@
 """How fast each invalid setting fails, run the way a user runs it.
 
-Each row of :data:`INVALID_SETTINGS` is one mistake of issue 7's list; the script runs
+Each row of :data:`INVALID_SETTINGS` is one mistake of the hardening lists (issues 7 and 12:
+settings out of range, and values a library underneath refuses); the script runs
 ``python main.py fit --config CONFIG <flags>`` for each in its own process, and reports the
 seconds until the process exited (Python start-up and imports included) and the error's last
-line. ``tests/test_cli.py`` checks the same rows in-process: each must raise its message before
-any rollout.
+line, ``error: <message>`` (exit status 2, as for a malformed flag). ``tests/test_cli.py`` checks
+the same rows in-process: each must raise its message before any rollout.
 
     python benchmarks/startup_errors.py --config configs/default.yaml --markdown docs/startup_errors.md
 """
@@ -22,6 +23,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE_MODEL = "{base_model}"  # replaced by a local model folder whose tokenizer has no chat template
+EMPTY_FOLDER = "{empty_folder}"  # replaced by an empty folder next to it
 
 #: (mistake, command-line flags, a regular expression the error message must match)
 INVALID_SETTINGS: list[tuple[str, list[str], str]] = [
@@ -49,6 +51,35 @@ INVALID_SETTINGS: list[tuple[str, list[str], str]] = [
      r"model.reward.weights: unknown terms \['corectness'\]; valid terms are: correctness"),
     ("reward function that cannot take the columns", ["--model.reward.reward_funcs={mine: math.sqrt}"],
      r"model.reward.reward_funcs\[mine\]: missing a required argument: 'x'; it is called as function\(prompts=, completions="),
+    ("non-positive gradient clip", ["--model.max_grad_norm=0"], r"model.max_grad_norm=0(\.0)?: must be > 0; null disables"),
+    ("negative completion-logging interval", ["--model.log_completions_every_n_steps=-1"],
+     r"model.log_completions_every_n_steps=-1: must be >= 0 \(0 never logs completions\)"),
+    ("negative exploration-logging interval", ["--model.exploration_every_n_steps=-1"],
+     r"model.exploration_every_n_steps=-1: must be >= 0"),
+    ("negative thinking budget", ["--model.thinking_budget=-1"], r"model.thinking_budget=-1: must be >= 0"),
+    ("non-positive cold-stop entropy", ["--model.cold_stop_entropy=0"], r"model.cold_stop_entropy=0(\.0)?: must be > 0 nats"),
+    ("empty stop string", ["--model.stop_strings=['</answer>', '']"],
+     r"model.stop_strings=\['</answer>', ''\]: an empty string would end every completion"),
+    ("unknown torch.compile mode", ["--model.compile_decode=fast"], r"model.compile_decode='fast': not a torch.compile mode; choose one of .*reduce-overhead"),
+    ("non-positive Dirichlet concentration floor", ["--model.mixture.min_concentration=0"],
+     r"model.mixture.min_concentration=0(\.0)? \(Dirichlet\): must be > 0"),
+    ("infinite reward weight", ["--model.reward.weights={format: .inf}"],
+     r"model.reward.weights=\{'format': inf\}: each weight must be a finite number"),
+    ("prompt batch size below 1", ["--data.batch_size=0"], r"data.batch_size=0: must be at least 1"),
+    ("negative validation split", ["--data.val_size=-1"], r"data.val_size=-1: must be >= 0"),
+    ("negative DataLoader workers", ["--data.num_workers=-1"], r"data.num_workers=-1: must be >= 0"),
+    ("non-positive task weight", ["--data.tasks=[{name: basic_arithmetic, weight: 0}]"],
+     r"data.tasks\[basic_arithmetic\].weight=0(\.0)?: must be > 0"),
+    ("prompt length limit below 1", ["--data.max_prompt_length=0"], r"data.max_prompt_length=0: must be at least 1"),
+    ("model folder that does not exist", ["--model.model_name_or_path=/nonexistent/model"],
+     r"model.model_name_or_path='/nonexistent/model': no such local folder, and not a Hugging Face hub id"),
+    ("folder that holds no model", [f"--model.model_name_or_path={EMPTY_FOLDER}"],
+     r"model.model_name_or_path='.*': cannot be loaded \(.*\); give a local model folder"),
+    ("learning rate the optimizer refuses", ["--model.optimizer.init_args.lr=-1"],
+     r"model.optimizer: AdamW refuses its arguments: Invalid learning rate: -1"),
+    ("scheduler argument the scheduler refuses",
+     ["--model.lr_scheduler=torch.optim.lr_scheduler.LinearLR", "--model.lr_scheduler.init_args.start_factor=2"],
+     r"model.lr_scheduler: LinearLR refuses its arguments: Starting multiplicative factor expected"),
     ("FSDP1 without a GPU", ["--trainer.strategy=fsdp"], r"trainer.strategy=fsdp: .* runs on CUDA GPUs only"),
     ("GPU accelerator without a GPU", ["--trainer.accelerator=gpu"], r"trainer.accelerator=gpu: this machine has no CUDA GPU"),
 ]
@@ -73,7 +104,11 @@ def save_base_model(folder: Path) -> str:
 
 
 def with_base_model(flags: list[str], base_model: str) -> list[str]:
-    return [flag.replace(BASE_MODEL, base_model) for flag in flags]
+    """``flags`` with the placeholders replaced: the base model's folder, and an empty folder
+    beside it (created here)."""
+    empty = Path(base_model).parent / "empty-folder"
+    empty.mkdir(exist_ok=True)
+    return [flag.replace(BASE_MODEL, base_model).replace(EMPTY_FOLDER, str(empty)) for flag in flags]
 
 
 def main() -> None:

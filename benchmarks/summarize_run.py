@@ -23,6 +23,8 @@ CURVES = {
     "zero_variance_groups": "train/zero_variance_groups",
     "completion_length": "train/completion_length/mean",
     "rollout_tokens_per_s": "train/rollout_tokens_per_s",
+    "rollout_seconds": "train/rollout_seconds",
+    "update_seconds": "train/update_seconds",
 }
 
 

@@ -1,7 +1,13 @@
-"""``LightningCLI`` entry point: ``python main.py fit --config configs/default.yaml``."""
+"""``LightningCLI`` entry point: ``python main.py fit --config configs/default.yaml``.
+
+:func:`main` builds and runs the CLI and raises what goes wrong (for tests and Python callers);
+:func:`command_line`, which ``main.py`` runs, ends a setting refused with its field named the way
+an argparse error ends: ``error: <message>`` as the last line and exit status 2, no traceback.
+"""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import torch
@@ -12,15 +18,24 @@ from .data import ReasoningGymDataModule
 from .module import MoTGRPOModule
 
 FIELD_PREFIXES = ("model.", "data.", "trainer.")
+#: settings the CLI copies into another (source → target); the target is not a flag of its own, so
+#: an error naming it names the source instead
+LINKED_FIELDS = {"model.model_name_or_path": "data.tokenizer"}
 
 
 class MoTGRPOCLI(LightningCLI):
     """The CLI of this library: the data module's tokenizer follows the model, and a trainer that
     asks for GPUs the machine lacks (a GPU accelerator, or FSDP1, which Lightning runs on CUDA
-    only) is refused before any model is loaded, with the setting to change."""
+    only) is refused before any model is loaded, with the setting to change. ``predict`` is not
+    offered: the module has no ``predict_step`` yet."""
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        return {name: keys for name, keys in LightningCLI.subcommands().items() if name != "predict"}
 
     def add_arguments_to_parser(self, parser) -> None:
-        parser.link_arguments("model.model_name_or_path", "data.tokenizer")
+        for source, target in LINKED_FIELDS.items():
+            parser.link_arguments(source, target)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -73,5 +88,36 @@ def _is_fsdp1(strategy: Any) -> bool:
     return name.startswith("fsdp") or name.rsplit(".", 1)[-1] == "FSDPStrategy" or isinstance(strategy, FSDPStrategy)
 
 
+def _named_as_set(error: ValueError) -> ValueError:
+    """``error`` with a linked target field at the start of its message (``data.tokenizer=…``)
+    renamed to the source field the user set; ``error`` itself otherwise."""
+    message = str(error)
+    for source, target in LINKED_FIELDS.items():
+        if message.startswith(f"{target}="):
+            return ValueError(source + message[len(target):])
+    return error
+
+
 def main(args: list[str] | None = None) -> MoTGRPOCLI:
-    return MoTGRPOCLI(MoTGRPOModule, ReasoningGymDataModule, save_config_kwargs={"overwrite": True}, args=args)
+    try:
+        return MoTGRPOCLI(MoTGRPOModule, ReasoningGymDataModule, save_config_kwargs={"overwrite": True}, args=args)
+    except ValueError as error:
+        renamed = _named_as_set(error)
+        if renamed is error:
+            raise
+        raise renamed from error
+
+
+def command_line(args: list[str] | None = None) -> None:
+    """:func:`main` for ``python main.py``: an error whose chain names a config field (``model.…``,
+    ``data.…``, ``trainer.…``) is printed as ``error: <message>`` and the process exits with
+    status 2, as argparse does for a malformed flag; any other error keeps its traceback."""
+    try:
+        main(args)
+    except Exception as error:
+        named = _naming_a_field(error)
+        if not str(named).startswith(FIELD_PREFIXES):
+            raise
+        message = " ".join(str(named).split("\n"))
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)

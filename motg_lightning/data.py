@@ -39,9 +39,9 @@ class TaskSpec:
     """One Reasoning-Gym task of the mixture.
 
     Attributes:
-        name: registered Reasoning-Gym dataset name, e.g. ``basic_arithmetic``.
-        weight: relative sampling weight among the tasks.
-        config: options of the task's config dataclass, e.g. ``{max_terms: 2}``.
+        name: registered Reasoning-Gym dataset name, e.g. `basic_arithmetic`.
+        weight: relative sampling weight among the tasks, > 0.
+        config: options of the task's config dataclass, e.g. `{max_terms: 2}`.
     """
 
     name: str
@@ -99,22 +99,25 @@ class ReasoningGymDataModule(L.LightningDataModule):
     """Reasoning-Gym prompts for MoT-GRPO.
 
     Args:
-        tasks: the tasks to mix (a composite dataset); default ``basic_arithmetic``.
+        tasks: the tasks to mix (a composite dataset); default `basic_arithmetic`.
         tokenizer: model name whose tokenizer and chat template build the prompts (linked to
-            ``model.model_name_or_path`` by the CLI).
-        train_size, val_size, test_size: items per split; no question of the validation or test
-            split occurs in another split.
+            `model.model_name_or_path` by the CLI).
+        train_size: training items, at least 1 (a training question may repeat).
+        val_size: validation items; no question of this split occurs in another split.
+        test_size: test items; no question of this split occurs in another split.
         seed: Reasoning-Gym seed; the same seed gives the same items and order.
-        batch_size: prompts per training step (each is rolled out ``num_generations`` times).
+        batch_size: prompts per training step (each is rolled out `num_generations` times).
         eval_batch_size: prompts per validation/test batch.
-        system_prompt: system message; the default asks for ``<think>``/``<answer>`` tags.
-        prefill_think: end the prompt with the assistant turn opened by ``<think>\\n`` (paper).
+        system_prompt: system message; the default asks for `<think>`/`<answer>` tags.
+        prefill_think: end the prompt with the assistant turn opened by `<think>` and a newline
+            (the paper's prompts).
         chat_template: Jinja template for tokenizers that have none.
-        num_workers: DataLoader workers.
-        max_prompt_length: prompt tokens at most; None keeps every prompt whole.
-        long_prompts: what happens to a longer prompt: ``drop`` it, or ``truncate`` it from the
+        num_workers: DataLoader worker processes; 0 loads in the main process.
+        max_prompt_length: prompt tokens at most (TRL's `max_prompt_length`); None keeps every
+            prompt whole.
+        long_prompts: what happens to a longer prompt: `drop` it, or `truncate` it from the
             left (keeping the question's end and the opened assistant turn, as TRL does). The
-            counts are in :attr:`prompt_counts` and logged as a warning.
+            counts are in the `prompt_counts` attribute and logged as a warning.
     """
 
     def __init__(
@@ -147,6 +150,9 @@ class ReasoningGymDataModule(L.LightningDataModule):
         for name in ("train_size", "batch_size", "eval_batch_size"):
             if locals()[name] < 1:
                 raise ValueError(f"data.{name}={locals()[name]}: must be at least 1.")
+        for name in ("val_size", "test_size", "num_workers"):
+            if locals()[name] < 0:
+                raise ValueError(f"data.{name}={locals()[name]}: must be >= 0.")
         tasks = [dataclasses.asdict(task) for task in self.tasks]  # plain data in hparams and checkpoints
         self.save_hyperparameters()
         self.splits: dict[str, list[dict[str, Any]]] = {}
@@ -201,7 +207,7 @@ class ReasoningGymDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        tokenizer = load_tokenizer(self.hparams.tokenizer)
+        tokenizer = load_tokenizer(self.hparams.tokenizer, field="data.tokenizer")
         if self.hparams.chat_template is not None:
             tokenizer.chat_template = self.hparams.chat_template
         if not tokenizer.chat_template:

@@ -28,6 +28,18 @@ def prompt_positions(prompt_mask: Tensor) -> Tensor:
     return (prompt_mask.long().cumsum(-1) - 1).clamp_min(0)
 
 
+def check_compile_mode(mode: str | None, field: str = "model.compile_decode") -> None:
+    """Refuse at start-up a ``torch.compile`` mode that torch does not know (it would fail only
+    at the first rollout). None (eager decoding) is always valid."""
+    if mode is None:
+        return
+    import torch._inductor  # the modes' list; imported only when compiling is asked for
+
+    modes = list(torch._inductor.list_mode_options())
+    if mode not in modes:
+        raise ValueError(f"{field}={mode!r}: not a torch.compile mode; choose one of {', '.join(modes)}, or null.")
+
+
 def cache_keyword(model: PreTrainedModel) -> str:
     """``cache`` on transformers ≥ 5.20 (where ``past_key_values`` is deprecated), else the old name."""
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"

@@ -37,6 +37,7 @@ def rollout_metrics(rollout: Rollout, rewards: RewardOutput, group_size: int, se
         "entropy": masked_mean(rollout.entropy, own_steps),
         "mixture_weight_entropy": masked_mean(rollout.weight_entropy, rollout.thinking),
         "rollout_tokens_per_s": float(rollout.completion_mask.sum()) / max(seconds, 1e-9),
+        "rollout_seconds": seconds,
     }
     for name, values in rewards.terms.items():
         stats[f"rewards/{name}/mean"] = values.mean()

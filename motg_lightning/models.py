@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -94,23 +95,53 @@ def embedded_model_path() -> Path:
     return _atomic_save(cache_dir() / "SmolLM2-135M-Instruct", save)
 
 
-def _resolve(name_or_path: str) -> tuple[str, str]:
+def _resolve(name_or_path: str, field: str = "model.model_name_or_path") -> tuple[str, str]:
     kind, _, rest = name_or_path.partition(":")
     if kind in ("embedded", "tiny-random", "random"):
         if rest != "SmolLM2-135M-Instruct":
             raise ValueError(
-                f"model_name_or_path={name_or_path!r}: the only embedded model is "
+                f"{field}={name_or_path!r}: the only embedded model is "
                 f"'SmolLM2-135M-Instruct'; use {EMBEDDED_MODEL!r} or {TINY_MODEL!r}."
             )
         return kind, rest
     return "hub", name_or_path
 
 
-def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
-    """Tokenizer for a model name understood by :func:`load_causal_lm`."""
-    kind, name = _resolve(name_or_path)
+def _not_found(field: str, name_or_path: str, reason: str) -> ValueError:
+    return ValueError(
+        f"{field}={name_or_path!r}: {reason}; give a local model folder, a Hugging Face hub id such as "
+        f"'Qwen/Qwen2.5-1.5B-Instruct', or {EMBEDDED_MODEL!r}."
+    )
+
+
+def check_model_name(name_or_path: str, field: str = "model.model_name_or_path") -> None:
+    """Refuse, without loading anything, a name that can be neither a local folder nor a hub id
+    (an embedded name other than SmolLM2-135M-Instruct, a path that does not exist). Whether a
+    well-formed hub id exists is only known when it is loaded."""
+    kind, name = _resolve(name_or_path, field)
+    if kind != "hub" or Path(name).expanduser().is_dir():
+        return
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        raise _not_found(field, name_or_path, "no such local folder, and not a Hugging Face hub id") from None
+
+
+def _from_pretrained(load, source: str | Path, name_or_path: str, field: str, **kwargs):
+    """``load(source, **kwargs)``; a model that cannot be found or read is refused naming ``field``."""
+    try:
+        return load(source, **kwargs)
+    except (OSError, ValueError) as error:
+        reason = " ".join(line.strip() for line in str(error).splitlines() if line.strip()) or type(error).__name__
+        raise _not_found(field, name_or_path, f"cannot be loaded ({reason})") from error
+
+
+def load_tokenizer(name_or_path: str, field: str = "model.model_name_or_path") -> PreTrainedTokenizerBase:
+    """Tokenizer for a model name understood by :func:`load_causal_lm`; ``field`` is the config
+    field named when it cannot be loaded."""
+    kind, name = _resolve(name_or_path, field)
     source = embedded_tokenizer_path() if kind != "hub" else name
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer = _from_pretrained(AutoTokenizer.from_pretrained, source, name_or_path, field)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -153,6 +184,7 @@ def load_causal_lm(
     dtype: DType = "float32",
     gradient_checkpointing: bool = False,
     seed: int = 0,
+    field: str = "model.model_name_or_path",
 ) -> PreTrainedModel:
     """Load a causal LM by hub id, local path, or one of the two embedded names.
 
@@ -161,16 +193,17 @@ def load_causal_lm(
         dtype: parameter dtype.
         gradient_checkpointing: recompute activations in the backward pass to save memory.
         seed: initialisation seed of the random models (ignored otherwise).
+        field: the config field named when the model cannot be found or loaded.
     """
     torch_dtype = getattr(torch, dtype)
-    kind, name = _resolve(name_or_path)
+    kind, name = _resolve(name_or_path, field)
     if kind in _RANDOM_CONFIGS:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = LlamaForCausalLM(_RANDOM_CONFIGS[kind](load_tokenizer(name_or_path))).to(torch_dtype)
+            model = LlamaForCausalLM(_RANDOM_CONFIGS[kind](load_tokenizer(name_or_path, field))).to(torch_dtype)
     else:
         source = embedded_model_path() if kind == "embedded" else name
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
+        model = _from_pretrained(AutoModelForCausalLM.from_pretrained, source, name_or_path, field, dtype=torch_dtype)
     if gradient_checkpointing:
         # transformers >= 5.20 renames this to activation checkpointing; older 5.x has only the old name.
         if hasattr(model, "activation_checkpointing_enable"):

@@ -28,13 +28,18 @@ from .grpo import (
     sync_reference, token_mean,
 )
 from .distributed import (
-    layer_classes, max_over_ranks, register_forward_method, shard_fully, unsharded_for_generation, world_size,
+    fsdp1_wrap_policy, gather_objects, gather_rows, layer_classes, max_over_ranks, register_forward_method, shard_fully,
+    unsharded_for_generation, world_size,
 )
+from .decoder import check_compile_mode
 from .dynamic_sampling import RefillPrompts, dynamic_sample
 from .likelihood import SHARDED_METHOD, log_likelihood_of_steps, trajectory_log_likelihood
 from .metrics import completions_markdown, rollout_metrics
 from .mixture import Dirichlet, MixtureRule
-from .models import EMBEDDED_MODEL, DType, load_causal_lm, load_tokenizer
+from .models import EMBEDDED_MODEL, DType, check_model_name, load_causal_lm, load_tokenizer
+from .optimization import configure_optimization
+from .progress import step_progress_bar
+from .random_state import TrainingRandomState
 from .rewards import RewardFunction, RewardOutput, format_reward
 from .rollout import Rollout, RolloutSettings, eval_mode, generate
 from .sampling_filters import validate_filters
@@ -53,65 +58,82 @@ class MoTGRPOModule(L.LightningModule):
     """GRPO over mixture-of-token trajectories.
 
     Args:
-        model_name_or_path: causal LM to train (see :func:`motg_lightning.models.load_causal_lm`).
-        mixture: the thinking-phase rule (``class_path`` in YAML); default ``Dirichlet(k=2)``.
+        model_name_or_path: causal LM to train: a Hugging Face hub id, a local folder, or
+            `embedded:SmolLM2-135M-Instruct` / `tiny-random:SmolLM2-135M-Instruct` (shipped, no download).
+        mixture: the thinking-phase rule (`class_path` in YAML); default `Dirichlet(k=2)`.
         reward: reward terms and weights; default correctness + 0.2 × format.
-        num_generations: group size G, rollouts per prompt (paper: 10).
-        max_new_tokens: completion length limit (paper: 1024).
-        thinking_budget: thinking steps after which the rollout appends ``forced_answer`` itself
-            (budget forcing, Muennighoff et al., s1, arXiv 2501.19393); None never forces.
+        num_generations: group size G, rollouts per prompt (TRL's `num_generations`; paper: 10).
+        max_new_tokens: completion length limit (TRL's `max_completion_length`; paper: 1024).
+        thinking_budget: thinking steps after which the rollout appends `forced_answer` itself
+            (budget forcing, Muennighoff et al., s1, arXiv 2501.19393); 0 forces at once, None never.
         forced_answer: text appended by budget forcing; forced tokens are not trained on.
         force_answer_on_eos: when the model draws EOS while still thinking, append
-            ``forced_answer`` instead of stopping (needs ``forced_answer``; not in the paper).
-        cold_stop_entropy, cold_stop_steps: Soft Thinking's cold stop (arXiv 2505.15778): append
-            ``forced_answer`` after ``cold_stop_steps`` consecutive thinking steps whose next-token
-            entropy is below ``cold_stop_entropy`` nats; None disables it.
-        top_p, min_p: filters of the distribution every rule samples and mixes from (TRL's names;
-            Soft Thinking's filters, arXiv 2505.15778); the loss uses the unfiltered distribution.
+            `forced_answer` instead of stopping (needs `forced_answer`; not in the paper).
+        cold_stop_entropy: Soft Thinking's cold stop (arXiv 2505.15778): append `forced_answer`
+            once `cold_stop_steps` thinking steps in a row have a next-token entropy below this
+            many nats (> 0); None disables it.
+        cold_stop_steps: low-entropy thinking steps in a row that trigger the cold stop.
+        top_p: top-p (nucleus) filter of the distribution every rule samples and mixes from, in
+            (0, 1] (TRL's `top_p`; Soft Thinking's filter, arXiv 2505.15778); 1.0 keeps it all.
+            The loss uses the unfiltered distribution.
+        min_p: min-p filter of that distribution: keep the tokens at least this fraction as
+            probable as the most probable one, in [0, 1) (TRL's `min_p`); None disables it.
         think_end: marker that ends the thinking phase.
         stop_strings: strings that end a completion besides EOS.
-        beta: weight of the k3 KL to a frozen copy of the initial model (paper: 0.1; 0 loads none).
-        epsilon, epsilon_high: clipping range ``[1 − ε, 1 + ε_high]`` of the ratio (DAPO's
-            asymmetric clip when they differ, arXiv 2503.14476); ``epsilon_high`` defaults to ε.
-        num_iterations: optimizer steps per rollout batch; ``ℓ_old`` is stored before the first.
-        loss_type: aggregation of per-step losses, as TRL's (:func:`motg_lightning.grpo.aggregate_loss`):
-            ``grpo``, ``bnpo``, ``dr_grpo`` or ``dapo`` (token mean over the batch, TRL's default).
+        beta: weight of the k3 KL to a frozen copy of the initial model (TRL's `beta`; paper: 0.1;
+            0 loads no reference model).
+        epsilon: ε of the ratio's clipping range [1 − ε, 1 + epsilon_high], in (0, 1) (TRL's
+            `epsilon`).
+        epsilon_high: upper clipping bound, > 0; DAPO's asymmetric clip when it differs from ε
+            (arXiv 2503.14476; TRL's `epsilon_high`); None uses ε.
+        num_iterations: optimizer steps per rollout batch (TRL's `num_iterations`); the rollout's
+            log-likelihood before the first is the ratio's denominator.
+        loss_type: aggregation of per-step losses, as TRL's `loss_type`: `grpo`, `bnpo`,
+            `dr_grpo` or `dapo` (token mean over the batch, TRL's default).
         top_entropy_quantile: train the policy term only on this fraction of highest-entropy steps
             (arXiv 2506.01939); entropy is the sampling distribution's at rollout time. 1.0 keeps all.
-        sync_ref_model: move the reference towards the policy every ``ref_model_sync_steps``
-            optimizer steps by ``ref_model_mixup_alpha`` (TR-DPO, arXiv 2404.09656); needs beta ≠ 0.
-            The reference is then saved in checkpoints.
-        scale_rewards: advantage scaling, ``group`` / ``batch`` / ``none``.
-        mask_truncated_completions: leave completions that hit ``max_new_tokens`` out of the loss.
+        sync_ref_model: move the reference towards the policy every `ref_model_sync_steps`
+            optimizer steps by `ref_model_mixup_alpha` (TR-DPO, arXiv 2404.09656; TRL's
+            `sync_ref_model`); needs beta ≠ 0. The reference is then saved in checkpoints.
+        ref_model_sync_steps: optimizer steps between two moves of the reference (TRL's
+            `ref_model_sync_steps`).
+        ref_model_mixup_alpha: α in [0, 1] of a move, reference ← (1 − α) reference + α policy
+            (TRL's `ref_model_mixup_alpha`).
+        scale_rewards: advantage scaling (TRL's `scale_rewards`): `group`, `batch` or `none`.
+        mask_truncated_completions: leave completions that hit `max_new_tokens` out of the loss
+            (TRL's `mask_truncated_completions`).
         dynamic_sampling: DAPO's dynamic sampling (arXiv 2503.14476): drop groups whose rewards
             are all equal and roll out further prompts from the training data until the batch is
-            full again, for at most ``max_sampling_rounds`` rollouts per step (then train on the
+            full again, for at most `max_sampling_rounds` rollouts per step (then train on the
             groups found). Needs a datamodule.
+        max_sampling_rounds: rollouts per training step at most under dynamic sampling.
         micro_batch_size: rollouts per forward/backward pass at most (memory does not grow with G).
         micro_batch_tokens: also cap a micro-batch at this many tokens (prompt + completion
-            positions); None caps by ``micro_batch_size`` alone.
+            positions); None caps by `micro_batch_size` alone.
         logit_chunk_size: steps per vocabulary projection in the loss, so no float32
-            ``rollouts × steps × vocabulary`` tensor is held; None projects all steps at once.
-        max_grad_norm: gradient-norm clip (paper: 0.1); None disables it.
+            rollouts × steps × vocabulary tensor is held; None projects all steps at once.
+        max_grad_norm: gradient-norm clip, > 0 (TRL's `max_grad_norm`; paper: 0.1); None disables it.
         max_nonfinite_updates: an update whose gradient is not finite is skipped and logged
-            (``train/skipped_updates``); after this many in a row the run stops cleanly, keeping
+            (`train/skipped_updates`); after this many in a row the run stops cleanly, keeping
             its checkpoints.
-        optimizer: optimizer factory; default ``AdamW(lr=1e-6)``.
+        optimizer: optimizer factory; default `AdamW(lr=1e-6)`.
         lr_scheduler: scheduler factory, stepped once per optimizer step.
-        dtype, gradient_checkpointing: model loading options.
-        log_completions_every_n_steps: how often sample completions go to TensorBoard's text tab.
-        eval_decoding: how ``validate``/``test`` roll out: ``mixture`` (the training rule),
-            ``sample`` (discrete sampling at its temperature) or ``greedy``
-            (:mod:`motg_lightning.evaluation`).
-        eval_samples: rollouts per held-out question, for ``mean@k`` and ``pass@k``.
+        dtype: dtype the model's parameters are loaded in.
+        gradient_checkpointing: recompute activations in the backward pass to save memory (TRL's
+            `gradient_checkpointing`).
+        log_completions_every_n_steps: how often sample completions go to TensorBoard's text tab;
+            0 never.
+        eval_decoding: how `validate`/`test` roll out: `mixture` (the training rule), `sample`
+            (discrete sampling at its temperature) or `greedy`.
+        eval_samples: rollouts per held-out question, for mean@k and pass@k.
         exploration_every_n_steps: how often the entropies along the reasoning and the
             hidden-state entropy per layer are logged (one extra forward); 0 never. Token-space
-            exploration is logged every step (:mod:`motg_lightning.exploration`).
+            exploration is logged every step.
         sync_every: decode steps between checks that every sequence stopped.
         shard_layer_classes: module classes sharded one by one under FSDP2 (Lightning's
-            ``ModelParallelStrategy``); default: the model's ``_no_split_modules`` (its decoder
-            layers). FSDP1 (``FSDPStrategy``) takes its wrap policy from the strategy instead.
-        compile_decode: ``torch.compile`` mode of the rollout's decode step; ``reduce-overhead``
+            `ModelParallelStrategy`) and FSDP1 (`FSDPStrategy`, unless the strategy names its own
+            `auto_wrap_policy`); default: the model's `_no_split_modules` (its decoder layers).
+        compile_decode: `torch.compile` mode of the rollout's decode step; `reduce-overhead`
             captures it in a CUDA graph (the fast setting on a GPU); None decodes eagerly (CPU).
     """
 
@@ -180,7 +202,7 @@ class MoTGRPOModule(L.LightningModule):
         if not 0 < epsilon < 1 or (epsilon_high is not None and not 0 < epsilon_high):
             raise ValueError(f"model.epsilon={epsilon}, model.epsilon_high={epsilon_high}: the clip range needs 0 < epsilon < 1 "
                              "and epsilon_high > 0 (TRL's defaults: 0.2 and epsilon).")
-        if beta < 0:
+        if not beta >= 0:
             raise ValueError(f"model.beta={beta}: the KL weight must be >= 0 (0 loads no reference model).")
         if not 0 <= ref_model_mixup_alpha <= 1:
             raise ValueError(f"model.ref_model_mixup_alpha={ref_model_mixup_alpha}: must be in [0, 1].")
@@ -192,6 +214,26 @@ class MoTGRPOModule(L.LightningModule):
                 f"model.forced_answer={forced_answer!r} must contain model.think_end={think_end!r}: "
                 "forcing ends the thinking phase by writing its end marker."
             )
+        at_least_zero = {
+            "thinking_budget": (thinking_budget, "0 forces the answer at once, null never forces"),
+            "log_completions_every_n_steps": (log_completions_every_n_steps, "0 never logs completions"),
+            "exploration_every_n_steps": (exploration_every_n_steps, "0 never logs the exploration entropies"),
+        }
+        for name, (value, meaning) in at_least_zero.items():
+            if value is not None and value < 0:
+                raise ValueError(f"model.{name}={value}: must be >= 0 ({meaning}).")
+        if max_grad_norm is not None and not max_grad_norm > 0:
+            raise ValueError(f"model.max_grad_norm={max_grad_norm}: must be > 0; null disables gradient clipping.")
+        if cold_stop_entropy is not None and not cold_stop_entropy > 0:
+            raise ValueError(f"model.cold_stop_entropy={cold_stop_entropy}: must be > 0 nats (no entropy is below 0); "
+                             "null disables the cold stop.")
+        if not think_end:
+            raise ValueError("model.think_end='': must not be empty (an empty marker would match everywhere).")
+        if "" in stop_strings:
+            raise ValueError(f"model.stop_strings={list(stop_strings)!r}: an empty string would end every completion "
+                             "at once; remove it.")
+        check_compile_mode(compile_decode)
+        check_model_name(model_name_or_path)
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         self.automatic_optimization = False
         self.mixture = mixture if mixture is not None else Dirichlet(k=2)
@@ -201,16 +243,37 @@ class MoTGRPOModule(L.LightningModule):
         self.epsilon_high = epsilon if epsilon_high is None else epsilon_high
         self.policy: torch.nn.Module | None = None
         self._frozen: dict[str, torch.nn.Module] = {}  # the reference model, kept out of checkpoints
+        self._reference_wrapped = False  # by FSDP1's wrap()
         self.evaluation = EvaluationMetrics(eval_samples)
         self._refill: RefillPrompts | None = None  # extra prompts for dynamic sampling
         self._restored_refill: dict[str, Any] | None = None  # its position, from a checkpoint
         self._nonfinite_in_row = 0
-        self._restored_rng: dict[str, Any] | None = None  # from a checkpoint, applied when training starts
+        # the training step's own random stream (rollouts, dynamic sampling's further rollouts), apart from validation's
+        self.training_random = TrainingRandomState(torch.initial_seed())
+        self._restored_rng: list[dict[str, Any]] | None = None  # every rank's, from a checkpoint, applied at fit start
 
     # ----------------------------------------------------------------------------------- set-up
     def configure_model(self) -> None:
-        if self.policy is not None:
+        if self.policy is None:
+            self._load_models()
+        self._wrap_for_fsdp1()
+
+    def _wrap_for_fsdp1(self) -> None:
+        """Under Lightning's FSDPStrategy (FSDP1) the strategy wraps the policy's decoder layers
+        (:func:`motg_lightning.distributed.fsdp1_wrap_policy`); the reference, which Lightning does
+        not see, is wrapped here with the same policy. ``wrap()`` acts only inside the strategy's
+        wrapping context, where Lightning calls ``configure_model`` (``setup`` calls it earlier,
+        outside); elsewhere it returns the model as it is."""
+        strategy = self._trainer.strategy if self._trainer is not None else None
+        policy = fsdp1_wrap_policy(strategy, self.policy, self.hparams.shard_layer_classes)
+        reference = self._frozen.get("reference")
+        if policy is None or reference is None or self._reference_wrapped:
             return
+        wrapped = wrap(reference, auto_wrap_policy=policy)
+        if wrapped is not reference:
+            self._frozen["reference"], self._reference_wrapped = wrapped, True
+
+    def _load_models(self) -> None:
         hp = self.hparams
         self.policy = load_causal_lm(hp.model_name_or_path, hp.dtype, hp.gradient_checkpointing).train()
         reference = copy.deepcopy(self.policy).requires_grad_(False).eval() if hp.beta != 0 else None
@@ -222,8 +285,7 @@ class MoTGRPOModule(L.LightningModule):
                     shard_fully(model, mesh["data_parallel"], classes)
                     register_forward_method(model, SHARDED_METHOD, log_likelihood_of_steps)
         if reference is not None:
-            # Under FSDPStrategy (FSDP1) wrap() shards the reference like the policy; elsewhere it returns it unchanged.
-            self._frozen["reference"] = wrap(reference)
+            self._frozen["reference"] = reference
         vocabulary = self.policy.get_input_embeddings().num_embeddings
         if self.mixture.k > vocabulary:
             raise ValueError(f"model.mixture.k={self.mixture.k}: above the model's vocabulary of {vocabulary} tokens.")
@@ -284,13 +346,13 @@ class MoTGRPOModule(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         parameters = [p for p in self.policy.parameters() if p.requires_grad]
-        if self.optimizer_factory is None:
-            optimizer = torch.optim.AdamW(parameters, lr=1e-6)
-        else:
-            optimizer = self.optimizer_factory(parameters)
-        if self.scheduler_factory is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "step"}}
+        return configure_optimization(parameters, self.optimizer_factory, self.scheduler_factory)
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        """Lightning's default progress bar, if the trainer has one, replaced by one that counts
+        optimizer steps of ``trainer.max_steps`` (:mod:`motg_lightning.progress`)."""
+        bar = step_progress_bar(self.trainer.progress_bar_callback)
+        return [bar] if bar is not None else []
 
     # ---------------------------------------------------------------------------------- rollout
     def rollout(
@@ -356,10 +418,20 @@ class MoTGRPOModule(L.LightningModule):
         return max_over_ranks(int(flag), self.device) > 0
 
     def on_fit_start(self) -> None:
-        if self.trainer.world_size > 1 and self._restored_rng is None:  # ranks draw different rollouts for equal prompts
-            torch.manual_seed(torch.initial_seed() + self.global_rank)
+        # the rank's saved stream when resuming, else one seeded from the run's seed plus the rank
+        # (ranks draw different rollouts for equal prompts)
+        states, self._restored_rng = self._restored_rng, None
+        if states is not None and self.global_rank < len(states):
+            self.training_random.load_state_dict(states[self.global_rank])
+        else:
+            self.training_random.seed(torch.initial_seed() + self.global_rank)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
+        # every random draw of the step comes from training's own stream, which validation never advances
+        with self.training_random.active(self.device):
+            return self._train_on(batch, batch_idx)
+
+    def _train_on(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
         hp = self.hparams
         if hp.dynamic_sampling:
             rollout, completions, entries, rewards, seconds, rounds = dynamic_sample(
@@ -368,11 +440,17 @@ class MoTGRPOModule(L.LightningModule):
             )
         else:
             (rollout, completions, entries, rewards, seconds), rounds = self._scored_rollout(batch), 1
-        advantages = group_advantages(rewards.total, hp.num_generations, hp.scale_rewards).to(self.device)
+        # TRL scales by the std of every process's rewards: gather them (groups need no other rank)
+        batch_rewards = gather_rows(rewards.total.to(self.device)) if hp.scale_rewards == "batch" else None
+        advantages = group_advantages(rewards.total.to(self.device), hp.num_generations, hp.scale_rewards,
+                                      batch_rewards=batch_rewards)
         loss_mask = rollout.loss_mask
         if hp.mask_truncated_completions:
             loss_mask = loss_mask & ~rollout.truncated.unsqueeze(-1)
+        update_start = time.perf_counter()
         update = self._policy_update(rollout, advantages, loss_mask)
+        update["update_seconds"] = time.perf_counter() - update_start  # scoring, backward and optimizer steps
+        policy_steps = update.pop("policy_steps")
 
         stats = {**rollout_metrics(rollout, rewards, hp.num_generations, seconds), **update}
         stats.update(token_exploration(rollout.tokens, rollout.thinking & rollout.completion_mask, hp.num_generations))
@@ -388,7 +466,11 @@ class MoTGRPOModule(L.LightningModule):
         if hp.exploration_every_n_steps > 0 and batch_idx % hp.exploration_every_n_steps == 0:
             self._log_exploration(rollout)
         # this process's own figures, for callbacks (the logged ones are averaged over processes)
-        return {"loss": update["loss"], "local_reward": rewards.total.mean(), "local_rows": torch.tensor(len(entries))}
+        return {
+            "loss": update["loss"], "local_reward": rewards.total.mean(), "local_rows": torch.tensor(len(entries)),
+            "rewards": rewards.total, "advantages": advantages, "counted_entropy": rollout.entropy[loss_mask],
+            "policy_steps": policy_steps,  # counted steps the policy term trains on (top_entropy_quantile)
+        }
 
     def _gradient_norm(self) -> Tensor:
         """Total L2 norm of the policy's gradients before clipping (stays on the device)."""
@@ -424,7 +506,9 @@ class MoTGRPOModule(L.LightningModule):
         total_tokens = counted
         if hp.loss_type == "dapo":  # every process's steps count; gradients are averaged over processes
             total_tokens = self.trainer.strategy.reduce(total_tokens.float(), reduce_op="mean")
-        policy_mask = high_entropy_mask(rollout.entropy, loss_mask, hp.top_entropy_quantile)
+        # TRL takes the entropy quantile over every process's counted steps: gather them
+        batch_entropy = gather_rows(rollout.entropy[loss_mask].float()) if hp.top_entropy_quantile < 1 else None
+        policy_mask = high_entropy_mask(rollout.entropy, loss_mask, hp.top_entropy_quantile, batch_entropy)
         old = self._log_likelihood_without_grad(self.policy, rollout) if hp.num_iterations > 1 else None
         reference = self._log_likelihood_without_grad(self.reference, rollout) if hp.beta != 0 else None
         optimizer, scheduler = self.optimizers(), self.lr_schedulers()
@@ -462,6 +546,7 @@ class MoTGRPOModule(L.LightningModule):
                 sync_reference(self.reference, self.policy, hp.ref_model_mixup_alpha)
         averages = {name: value / hp.num_iterations for name, value in sums.items() if name != "skipped_updates"}
         averages["skipped_updates"] = sums["skipped_updates"]
+        averages["policy_steps"] = policy_mask.sum()
         if reference is None:
             del averages["kl"]
         return averages
@@ -482,8 +567,8 @@ class MoTGRPOModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.hparams.sync_ref_model:  # the reference has moved away from the initial weights
             checkpoint["reference_state_dict"] = self.reference.state_dict()
-        # the rollouts' random state, so a resumed run draws what the uninterrupted one would have
-        checkpoint["rollout_rng"] = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+        # every rank's training random stream, so a resumed run draws what the uninterrupted one would have
+        checkpoint["training_rng"] = gather_objects(self.training_random.state_dict())
         if self._refill is not None:  # where dynamic sampling's further prompts have got to
             checkpoint["refill_prompts"] = self._refill.state_dict()
         elif self._restored_refill is not None:  # resumed, and no refill drawn since
@@ -493,16 +578,13 @@ class MoTGRPOModule(L.LightningModule):
         if "reference_state_dict" in checkpoint:
             self.configure_model()
             self.reference.load_state_dict(checkpoint["reference_state_dict"])
-        self._restored_rng = checkpoint.get("rollout_rng")
+        self._restored_rng = checkpoint.get("training_rng")
+        if self._restored_rng is None and "rollout_rng" in checkpoint:
+            # older checkpoints hold rank 0's global generators, which training drew from then
+            old = checkpoint["rollout_rng"]
+            cuda = old["cuda"][0] if len(old["cuda"]) else None
+            self._restored_rng = [{"seed": torch.initial_seed(), "cpu": old["cpu"], "cuda": cuda}]
         self._restored_refill = checkpoint.get("refill_prompts")
-
-    def on_train_start(self) -> None:
-        # after Lightning's own restore (which may reseed), so the saved state wins
-        state, self._restored_rng = self._restored_rng, None
-        if state is not None:
-            torch.set_rng_state(state["cpu"])
-            if state["cuda"] and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(state["cuda"])
 
     # ------------------------------------------------------------------------------- evaluation
     def _evaluation_step(self, batch: dict[str, Any]) -> None:

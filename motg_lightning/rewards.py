@@ -83,18 +83,21 @@ class RewardFunction:
     """Weighted sum of reward terms.
 
     Args:
-        weights: weight per term; terms are ``correctness`` (Reasoning-Gym score in [0, 1] of the
-            last ``<answer>…</answer>``), ``format`` (:func:`format_reward`), ``length``
-            (:func:`length_reward`), ``xml_count`` (:func:`xml_count_reward`) and the names of
-            ``reward_funcs``. Built-in terms left out are not computed; a reward function left
-            out has weight 1.
-        preset: ``paper`` starts from :data:`PAPER_WEIGHTS` (Jain & Rappazzo's code), ``default``
-            from :data:`DEFAULT_WEIGHTS`; ``weights`` then overrides single terms.
+        weights: finite weight per term; terms are `correctness` (Reasoning-Gym score in [0, 1]
+            of the last `<answer>…</answer>`), `format` (1 for a closed thinking phase followed by
+            one answer block), `length` (1 for 200 to 400 words), `xml_count` (0.125 per tag seen
+            once, less 0.001 per character after `</answer>`) and the names of `reward_funcs`.
+            Built-in terms left out are not computed; a reward function left out has weight 1.
+        preset: `paper` starts from the paper code's weights (2 × correctness, 0.5 × format,
+            0.5 × length, 1 × xml_count; Jain & Rappazzo), `default` from correctness + 0.2 ×
+            format; `weights` then overrides single terms.
         scorer_timeout: seconds one Reasoning-Gym scorer call (one answer) or one reward function
-            call (one batch) may take. One that raises or runs longer scores 0 and is counted in
-            ``reward_errors``. None: no limit.
-        reward_funcs: extra terms by name, each a :data:`RewardFunc` (TRL's ``reward_funcs``
-            convention; in YAML an import path such as ``my_package.rewards.brevity``).
+            call (one batch) may take, > 0. One that raises or runs longer scores 0 and is
+            counted in `train/reward_errors`. None: no limit.
+        reward_funcs: extra terms by name, each a function called as
+            `function(prompts=, completions=, question=, answer=, metadata=)` that returns one
+            float per completion (TRL's `reward_funcs` convention); in YAML an import path such
+            as `my_package.rewards.brevity`.
     """
 
     TERMS: dict[str, Callable[[str], float]] = {
@@ -122,6 +125,9 @@ class RewardFunction:
             valid = ", ".join([*built_in, *self.reward_funcs])
             raise ValueError(f"model.reward.weights: unknown terms {unknown}; valid terms are: {valid} "
                              "(add your own through model.reward.reward_funcs).")
+        infinite = {name: weight for name, weight in self.weights.items() if not math.isfinite(weight)}
+        if infinite:
+            raise ValueError(f"model.reward.weights={infinite}: each weight must be a finite number.")
         for name, function in self.reward_funcs.items():
             _check_signature(name, function)
         self._scorers: dict[str, Callable[[str | None, dict], float]] = {}

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from motg_lightning.cli import main
+from motg_lightning.cli import MoTGRPOCLI, command_line, main
+from motg_lightning.data import ReasoningGymDataModule
 from motg_lightning.module import MoTGRPOModule
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,3 +101,214 @@ def test_each_invalid_setting_fails_before_any_rollout_naming_the_field(tmp_path
     with pytest.raises(ValueError) as refused:
         fit(tmp_path, *with_base_model(flags, base_model))
     assert re.match(message, str(refused.value)), f"the message must start with the field: {refused.value}"
+
+
+def test_paper_config_resolves_to_the_paper_training_code_settings():
+    """Issue 12, defect 4: configs/paper.yaml as the CLI resolves it (no model is loaded at
+    --print_config) holds the audited values of docs/paper_config.md."""
+    import yaml
+
+    result = subprocess.run(
+        [sys.executable, "main.py", "fit", "--config", str(ROOT / "configs" / "paper.yaml"), "--print_config"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    )
+    config = yaml.safe_load(result.stdout)
+    trainer, model, data = config["trainer"], config["model"], config["data"]
+    assert model["loss_type"] == "grpo"  # each sequence averaged, then the rollouts
+    assert (trainer["max_steps"], trainer["precision"], trainer["val_check_interval"]) == (250, "bf16-mixed", 12)
+    assert (model["num_generations"], data["batch_size"], model["num_iterations"], model["beta"]) == (10, 4, 1, 0.1)
+    assert (model["max_new_tokens"], data["max_prompt_length"], data["long_prompts"]) == (1024, 1024, "truncate")
+    assert (model["eval_samples"], model["eval_decoding"]) == (10, "mixture")
+    assert model["reward"]["init_args"]["preset"] == "paper"
+    mixture = model["mixture"]
+    assert mixture["class_path"] == "motg_lightning.mixture.Dirichlet"
+    assert {name: mixture["init_args"][name] for name in ("k", "temperature", "alpha", "likelihood")} == {
+        "k": 2, "temperature": 0.9, "alpha": 1.0, "likelihood": "representative"}
+    # The paper's 4 accumulated one-prompt losses add up to 4 x this batch mean: its AdamW step
+    # (clip 0.1, eps 1e-8) is this AdamW step with clip and eps divided by 4.
+    optimizer = model["optimizer"]
+    assert optimizer["class_path"] == "torch.optim.AdamW"
+    assert {name: optimizer["init_args"][name] for name in ("lr", "betas", "weight_decay", "eps")} == {
+        "lr": 5e-6, "betas": [0.9, 0.99], "weight_decay": 0.1, "eps": 2.5e-9}
+    assert model["max_grad_norm"] == 0.025
+    # The learning rate of each of the 250 updates: the paper's per-iteration warm-up over
+    # 18 % of 1000 iterations from 0 gives update n the factor min(n / 45, 1).
+    scheduler = model["lr_scheduler"]
+    assert scheduler["class_path"] == "torch.optim.lr_scheduler.LinearLR"
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([parameter], lr=5e-6)
+    schedule = torch.optim.lr_scheduler.LinearLR(optimizer, **scheduler["init_args"])
+    rates = []
+    for _ in range(trainer["max_steps"]):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    expected = [5e-6 * min(update / 45, 1.0) for update in range(1, 251)]
+    assert rates == pytest.approx(expected, rel=1e-9, abs=1e-15)
+
+
+class _ParserBuilt(Exception):
+    pass
+
+
+class _ParserOnly(MoTGRPOCLI):
+    """The CLI up to its parser: stops before parsing anything."""
+
+    def parse_arguments(self, parser, args):
+        raise _ParserBuilt(parser)
+
+
+def fit_parser():
+    """The parser of `python main.py fit`, built in-process as `main` builds it."""
+    with pytest.raises(_ParserBuilt) as built:
+        _ParserOnly(MoTGRPOModule, ReasoningGymDataModule, args=[])
+    return built.value.args[0]._subcommands_action._name_parser_map["fit"]
+
+
+def all_subclasses(cls):
+    return [sub for direct in cls.__subclasses__() for sub in (direct, *all_subclasses(direct))]
+
+
+SPHINX_MARKUP = re.compile(r":[a-z]+:`|``")  # a role such as :func:`x`, or reST's ``literal``
+
+
+def test_every_option_has_its_own_help_line_in_plain_words():
+    """Issue 12: every option of the module, the data module, the reward and every rule (each
+    rule's own `--model.mixture.help` page) has help text, and no Sphinx markup leaks into it."""
+    from jsonargparse import ArgumentParser
+
+    from motg_lightning.data import TaskSpec
+    from motg_lightning.mixture import MixtureRule
+    from motg_lightning.rewards import RewardFunction
+
+    parser = fit_parser()
+    options = {action.dest: action.help for action in parser._actions
+               if action.dest.startswith(("model.", "data.")) and not action.dest.endswith(".help")}
+    titles = [group.title for group in parser._action_groups if group.title and group.title.startswith(("GRPO", "Reasoning-Gym"))]
+    assert len(titles) == 2 and {"model.max_grad_norm", "data.batch_size"} <= set(options)
+    nested = [(rule, "model.mixture") for rule in all_subclasses(MixtureRule)]
+    for cls, key in [*nested, (RewardFunction, "model.reward"), (TaskSpec, "data.tasks")]:
+        own = ArgumentParser()
+        own.add_class_arguments(cls, key)
+        options.update({f"{action.dest} ({cls.__name__})": action.help for action in own._actions if action.dest.startswith(key)})
+        titles += [group.title for group in own._action_groups if group.title not in ("options", "positional arguments")]
+    assert {"model.mixture.top_p (Nucleus)", "model.mixture.gumbel_temperature (Gumbel)", "data.tasks.weight (TaskSpec)"} <= set(options)
+    assert not [name for name, text in options.items() if not (text or "").strip()], "options without help"
+    assert not {name: text for name, text in options.items() if SPHINX_MARKUP.search(text)}, "Sphinx markup in help"
+    assert not [title for title in titles if SPHINX_MARKUP.search(title)], "Sphinx markup in a class's help title"
+
+    mixture_help = re.search(r"--model\.mixture MIXTURE\n(.*?)\n  --", parser.format_help(), re.S).group(1)
+    listed = " ".join(mixture_help.split())
+    for rule in ("Discrete", "TopK", "Dirichlet", "Sampled", "Nucleus", "ElementwiseMax", "Gumbel", "Multiplex", "Gaussian",
+                 "MixtureOfInputs"):
+        assert f".{rule}," in listed or f".{rule})" in listed, f"{rule} is not listed under --model.mixture"
+
+
+def test_help_offers_no_predict_subcommand(capsys):
+    """Issue 12: `predict` has no `predict_step` to run, so it is not offered."""
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    subcommands = capsys.readouterr().out.split("Available subcommands:")[1]
+    assert {"fit", "validate", "test"} <= set(re.findall(r"^    (\w+)", subcommands, re.M))
+    assert "predict" not in subcommands
+
+
+def test_a_refused_setting_ends_the_command_line_with_its_message_and_status_2():
+    """Issue 12: `python main.py` prints a setting refused with its field named as argparse
+    prints a malformed flag: no traceback, the message as the last line, exit status 2."""
+    result = subprocess.run(
+        [sys.executable, "main.py", "fit", "--config", SMOKE, "--model.mixture.k=0"], cwd=ROOT, capture_output=True, text=True,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: model.mixture.k=0: the support size must be at least 1"), last
+
+
+def test_other_errors_keep_their_traceback(monkeypatch):
+    def broken(args=None):
+        raise RuntimeError("a bug, not a setting")
+
+    monkeypatch.setattr("motg_lightning.cli.main", broken)
+    with pytest.raises(RuntimeError, match="a bug, not a setting"):
+        command_line([])
+
+
+def test_progress_bar_counts_optimizer_steps_of_max_steps_from_the_resumed_step(tmp_path, capsys):
+    """Issue 12: the training bar counts steps out of trainer.max_steps (not batches of an epoch
+    out of -2), 2/4 → 4/4 after resuming at step 2, with a step rate; Rich's bar (Lightning's
+    default where rich is installed) and TQDM's alike; enable_progress_bar=false keeps it off."""
+    from motg_lightning.progress import StepTQDMProgressBar
+    from motg_lightning.rich_progress import StepRichProgressBar
+
+    quiet = fit(tmp_path / "first", "--trainer.limit_val_batches=0")  # smoke.yaml turns the bar off
+    assert quiet.trainer.progress_bar_callback is None
+    checkpoint = next((tmp_path / "first").rglob("*.ckpt"))
+    resume = ["--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=true", "--trainer.max_steps=4", f"--ckpt_path={checkpoint}"]
+
+    rich = fit(tmp_path / "rich", *resume).trainer.progress_bar_callback
+    assert isinstance(rich, StepRichProgressBar)
+    task = rich.progress.tasks[rich.train_progress_bar_id]
+    assert (task.fields["initial"], task.completed, task.total) == (2, 4, 4)
+    assert re.search(r"4/4 .*s/step|4/4 .*step/s", capsys.readouterr().out)
+
+    tqdm = fit(tmp_path / "tqdm", *resume, "--trainer.callbacks+=lightning.pytorch.callbacks.TQDMProgressBar").trainer
+    bar = tqdm.progress_bar_callback
+    assert isinstance(bar, StepTQDMProgressBar)
+    assert (bar.train_progress_bar.initial, bar.train_progress_bar.n, bar.train_progress_bar.total) == (2, 4, 4)
+    shown = capsys.readouterr().out
+    assert re.search(r"2/4 ", shown) and re.search(r"4/4 .*(s/step|step/s)", shown), shown[-2000:]
+
+
+def _resolved_mixture(*args):
+    import yaml
+
+    result = subprocess.run(
+        [sys.executable, "main.py", "fit", *args, "--print_config"], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    return yaml.safe_load(result.stdout)["model"]["mixture"]
+
+
+def _constructor_defaults(class_path):
+    import importlib
+    import inspect
+
+    module, name = class_path.rsplit(".", 1)
+    signature = inspect.signature(getattr(importlib.import_module(module), name))
+    return {key: p.default for key, p in signature.parameters.items() if p.default is not inspect.Parameter.empty}
+
+
+@pytest.mark.parametrize("method", [p for p in METHOD_CONFIGS if "mixture" in (p.read_text())], ids=lambda path: path.stem)
+def test_a_method_overlay_gives_its_rule_and_inherits_nothing_from_the_default_rule(method):
+    """Over default.yaml's Dirichlet, each overlay resolves to its class's own defaults plus what
+    the overlay sets: no init_arg of the previous rule leaks in."""
+    import yaml
+
+    configured = yaml.safe_load(method.read_text())["model"]["mixture"]
+    resolved = _resolved_mixture("--config", "configs/default.yaml", "--config", str(method))
+    assert resolved["class_path"] == configured["class_path"]
+    assert resolved["init_args"] == {**_constructor_defaults(configured["class_path"]), **configured["init_args"]}
+
+
+def test_the_readme_rule_examples_resolve_to_the_rules_its_table_documents():
+    """Every `python main.py fit ... --config configs/methods/...` line of the README, through
+    --print_config: the rule is its class's defaults plus its overlay plus the line's own flags
+    (so the Sampled example trains with the weighted likelihood the table lists)."""
+    import shlex
+
+    import yaml
+
+    lines = [line.split("#")[0].strip() for line in (ROOT / "README.md").read_text().splitlines()]
+    examples = [line for line in lines if line.startswith("python main.py fit") and "configs/methods/" in line]
+    assert examples
+    for example in examples:
+        arguments = [a for a in shlex.split(example)[3:] if "<" not in a]
+        overlays = [arguments[i + 1] for i, a in enumerate(arguments) if a == "--config" and "methods/" in arguments[i + 1]]
+        configured = yaml.safe_load((ROOT / overlays[-1]).read_text())["model"]["mixture"]
+        flags = {a.split("=")[0].rsplit(".", 1)[1]: yaml.safe_load(a.split("=", 1)[1])
+                 for a in arguments if a.startswith("--model.mixture.")}
+        resolved = _resolved_mixture(*arguments)
+        assert resolved["init_args"] == {**_constructor_defaults(configured["class_path"]), **configured["init_args"], **flags}
+    sampled = _resolved_mixture("--config", "configs/default.yaml", "--config", "configs/methods/sampled.yaml")
+    assert sampled["init_args"]["likelihood"] == "weighted"

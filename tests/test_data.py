@@ -99,8 +99,8 @@ def test_missing_chat_template_is_reported(monkeypatch):
 
     original = data.load_tokenizer
 
-    def no_template(name):
-        tokenizer = original(name)
+    def no_template(name, **options):
+        tokenizer = original(name, **options)
         tokenizer.chat_template = None
         return tokenizer
 

@@ -29,6 +29,7 @@ def test_rollout_metrics_on_hand_numbers():
     assert stats["thinking_length"] == 1.5
     assert stats["mixture_weight_entropy"] == 0.5, "weight entropy is averaged over thinking steps only"
     assert stats["rollout_tokens_per_s"] == 10 / 2.0
+    assert stats["rollout_seconds"] == 2.0
     assert stats["rewards/format/mean"] == 0.75
 
 

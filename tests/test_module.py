@@ -12,6 +12,7 @@ REQUIRED_METRICS = [
     "train/reward", "train/reward_std", "train/rewards/correctness/mean", "train/rewards/format/std", "train/accuracy",
     "train/completion_length/mean", "train/truncated_fraction", "train/zero_variance_groups", "train/kl",
     "train/clip_fraction", "train/entropy", "train/mixture_weight_entropy", "train/rollout_tokens_per_s",
+    "train/rollout_seconds", "train/update_seconds",
     "train/reward_errors", "train/grad_norm", "train/loss",
 ]
 
