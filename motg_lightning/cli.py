@@ -8,6 +8,7 @@ an argparse error ends: ``error: <message>`` as the last line and exit status 2,
 from __future__ import annotations
 
 import sys
+import warnings
 from typing import Any
 
 import torch
@@ -16,6 +17,7 @@ from lightning.pytorch.strategies import FSDPStrategy
 
 from .data import ReasoningGymDataModule
 from .module import MoTGRPOModule
+from .rule_switch import describe, inherited_rule_options
 
 FIELD_PREFIXES = ("model.", "data.", "trainer.")
 #: settings the CLI copies into another (source → target); the target is not a flag of its own, so
@@ -37,8 +39,13 @@ class MoTGRPOCLI(LightningCLI):
         for source, target in LINKED_FIELDS.items():
             parser.link_arguments(source, target)
 
+    def parse_arguments(self, parser, args) -> None:
+        self.command_line_args = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else []
+        super().parse_arguments(parser, args)
+
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
+        self._warn_about_inherited_rule_options(config["model"]["mixture"])
         accelerator, strategy = config["trainer"]["accelerator"], config["trainer"]["strategy"]
         if torch.cuda.is_available():
             return
@@ -52,6 +59,14 @@ class MoTGRPOCLI(LightningCLI):
                 f"trainer.strategy={_strategy_name(strategy)}: FSDP1 (Lightning's FSDPStrategy) runs on CUDA GPUs only and "
                 "this machine has none; use trainer.strategy=ddp, or FSDP2 with --config configs/strategy/fsdp2.yaml."
             )
+
+    def _warn_about_inherited_rule_options(self, mixture: Any) -> None:
+        if mixture is None or not hasattr(mixture, "class_path"):
+            return
+        init_args = mixture.init_args.as_dict() if hasattr(mixture.init_args, "as_dict") else dict(mixture.init_args or {})
+        inherited = inherited_rule_options(self.command_line_args, mixture.class_path, init_args)
+        if inherited:
+            warnings.warn(describe(mixture.class_path, inherited), UserWarning, stacklevel=2)
 
     def instantiate_classes(self) -> None:
         """As LightningCLI's, but a constructor's own error is raised as it is: jsonargparse wraps
