@@ -122,15 +122,14 @@ class MixtureRule(ABC):
 
     @property
     def detaches_inputs(self) -> bool:
-        """Whether the loss feeds thinking steps' rebuilt inputs without gradient.
-
-        A density likelihood (CoT2's Dirichlet, SofT-GRPO's Gumbel, the Gaussian of Soft Tokens,
-        Hard Truths) is a score-function estimator: the sampled input is data, and its gradient
-        reaches the policy only through the density. So later steps' inputs carry no gradient
-        into the embedding matrix (SofT-GRPO detaches them too). The token likelihoods
-        (``representative``, ``weighted``) keep the gradient through the mixed inputs.
+        """Whether the loss feeds thinking steps' rebuilt inputs without gradient into the
+        embedding matrix. False here: the recorded draws (tokens, weights) are the data, and an
+        input ``Σ w_i E[S_i]`` is a differentiable function of the weights θ given them, so the
+        exact score function keeps that path (also for Dirichlet's density). Rules whose sampled
+        quantity is the input itself (Gaussian) or whose paper detaches it (SofT-GRPO's Gumbel)
+        override this.
         """
-        return self.likelihood == "density"
+        return False
 
     def log_probs(self, logits: Tensor) -> Tensor:
         """Tempered log-distribution ``log softmax(z / τ)`` in float32."""
@@ -200,9 +199,11 @@ class Dirichlet(MixtureRule):
     (the paper's main MoT-G rule, α = 1 in its code).
 
     With the `density` likelihood the recorded weights are data: the gradient reaches the policy
-    through α q_θ alone, and later steps' mixed inputs carry no gradient into the embedding matrix
-    (`MixtureRule.detaches_inputs`). Under a top-p / min-p filter the Dirichlet runs over the top-k
-    slots the filter kept (removed slots get weight 0), and the density over the same slots.
+    through α q_θ, and through later steps' inputs `Σ w_i E[S_i]`, which are functions of the
+    embedding matrix given w (the exact score function; `MixtureRule.detaches_inputs`). Under a
+    top-p / min-p filter the Dirichlet runs over the top-k slots the filter kept (removed slots
+    get weight 0), and the density over the same slots. The Gamma variates are drawn in log space
+    (`log_gamma_sample`), so concentrations far below 1 do not underflow.
 
     Args:
         alpha: concentration scale α > 0; larger values keep w closer to q.
@@ -232,10 +233,8 @@ class Dirichlet(MixtureRule):
     def choose(self, log_probs: Tensor, embedding: nn.Module) -> MixtureStep:
         support, q = self._top_k(log_probs)
         kept = q > 0  # slots a top-p / min-p filter removed have q = 0 and stay out of the mixture
-        gammas = torch.distributions.Gamma(self.concentration(log_probs, support, kept), 1.0).sample() * kept
-        # Gamma draws of very small concentrations can underflow to all zeros; fall back to q.
-        valid = torch.isfinite(gammas).all(-1, keepdim=True) & (gammas.sum(-1, keepdim=True) > 0)
-        weights = torch.where(valid, renormalise(gammas.nan_to_num(0.0)), q)
+        log_gammas = log_gamma_sample(self.concentration(log_probs, support, kept)).masked_fill(~kept, float("-inf"))
+        weights = torch.softmax(log_gammas, dim=-1)  # w_i = G_i / Σ G over the kept slots
         # A kept slot keeps a positive weight, so ``weights > 0`` tells the density which slots were drawn.
         weights = renormalise(torch.where(kept, weights.clamp_min(torch.finfo(weights.dtype).tiny), 0.0))
         return MixtureStep(support, weights, draw_representative(support, weights))
@@ -253,6 +252,16 @@ class Dirichlet(MixtureRule):
             return super().step_log_likelihood(log_probs, step, embedding)
         kept = step.weights > 0
         return dirichlet_log_density(step.weights, self.concentration(log_probs, step.support, kept), kept)
+
+
+def log_gamma_sample(concentration: Tensor) -> Tensor:
+    """``log G`` with ``G ~ Gamma(a, 1)``, drawn as ``log Gamma(a + 1, 1) + log(U) / a``
+    (Marsaglia and Tsang's boost), so it stays finite and exact where ``G`` itself would underflow
+    (``a`` of 0.01 gives ``G`` below the smallest float about a third of the time). No argument
+    checks, which would ask the device for a value every decode step."""
+    boosted = torch.distributions.Gamma(concentration + 1.0, 1.0, validate_args=False).sample()
+    uniform = torch.rand_like(concentration).clamp_min(torch.finfo(concentration.dtype).tiny)
+    return torch.log(boosted) + torch.log(uniform) / concentration
 
 
 def dirichlet_log_density(weights: Tensor, concentration: Tensor, kept: Tensor) -> Tensor:

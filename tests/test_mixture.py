@@ -121,3 +121,16 @@ def test_each_rule_defaults_to_the_likelihood_its_paper_trains_with():
     runs with the representative token's."""
     assert Sampled().likelihood == "weighted"
     assert Dirichlet().likelihood == "representative"
+
+
+def test_dirichlet_weights_follow_the_dirichlet_where_gamma_draws_underflow():
+    """At α q = 0.025 most Gamma draws are below the smallest float; drawn in log space the
+    weights still follow Dirichlet(0.025, 0.025) (float64 reference) instead of collapsing to
+    (0.5, 0.5) when both underflow."""
+    torch.manual_seed(0)
+    log_probs = torch.log(torch.tensor([0.5, 0.5])).expand(100_000, 2)
+    weights = Dirichlet(k=2, alpha=0.05).choose(log_probs, EMBEDDING).weights[:, 0]
+    reference = torch.distributions.Dirichlet(torch.tensor([0.025, 0.025], dtype=torch.float64)).sample((100_000,))[:, 0]
+    assert (weights == 0.5).sum() == 0
+    middle = lambda w: ((w > 0.4) & (w < 0.6)).double().mean()  # noqa: E731
+    assert abs(middle(weights) - middle(reference)) < 0.003
