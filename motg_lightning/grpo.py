@@ -108,6 +108,17 @@ def aggregate_loss(
     raise ValueError(f"loss_type={loss_type!r}: choose grpo, bnpo, dr_grpo or dapo.")
 
 
+def linear_quantile(values: Tensor, q: float) -> Tensor:
+    """The ``q`` quantile of 1-d ``values`` with linear interpolation, as ``torch.quantile``
+    computes it, but by sorting: ``torch.quantile`` refuses more than 2**24 values, which the
+    entropies of every rank's steps can exceed."""
+    ordered = values.sort().values
+    position = q * (ordered.numel() - 1)
+    low = int(position)
+    high = min(low + 1, ordered.numel() - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
 def high_entropy_mask(
     entropy: Tensor, mask: Tensor, top_entropy_quantile: float, batch_entropy: Tensor | None = None
 ) -> Tensor:
@@ -121,7 +132,7 @@ def high_entropy_mask(
     if top_entropy_quantile >= 1.0 or not mask.any():
         return mask
     values = entropy[mask] if batch_entropy is None else batch_entropy
-    threshold = torch.quantile(values.float(), 1.0 - top_entropy_quantile)
+    threshold = linear_quantile(values.float(), 1.0 - top_entropy_quantile)
     return mask & (entropy >= threshold)
 
 
