@@ -39,8 +39,8 @@ class Gaussian(MixtureRule):
     mean ``μ_θ = Σ_i p̃_θ,i E[S_i]`` over the recorded support: the density of the input the model
     actually saw. ``e`` is data (rebuilt from the record and detached): the gradient reaches the
     embedding matrix and the logits through ``μ_θ`` alone, the score-function estimator of the
-    paper. Like every density rule, the inputs of later steps carry no gradient
-    (:attr:`MixtureRule.detaches_inputs`). ``extras`` keep the scaled noise ``σ ε`` and σ.
+    paper. The inputs of later steps, being samples, carry no gradient either
+    (:attr:`Gaussian.detaches_inputs`). ``extras`` keep the scaled noise ``σ ε`` and σ.
 
     Args:
         likelihood: `density` (the default): log N(e; μ_θ, σ² I) of the input the model saw;
@@ -73,6 +73,12 @@ class Gaussian(MixtureRule):
         if self._rms_of is None or self._rms_of[:2] != key:
             self._rms_of = (*key, embedding_rms(embedding))
         return self.noise_scale * self._rms_of[2]
+
+    @property
+    def detaches_inputs(self) -> bool:
+        """With the density likelihood the input e is the sample itself, hence data: later steps
+        see it without gradient into the embedding matrix."""
+        return self.likelihood == "density"
 
     def _mean_weights(self, log_probs: Tensor, support: Tensor, kept: Tensor | None = None) -> Tensor:
         """``p̃`` on the ``kept`` slots of ``support`` (all when None), 0 elsewhere."""

@@ -32,8 +32,9 @@ class Gumbel(MixtureRule):
     The likelihood (``likelihood="density"``) is ``Σ_i log Gumbel(z_i; log q_θ,i, 1)``, the
     density of the recorded perturbed values under the current policy; ``z`` is kept in
     ``extras["perturbed"]``. The recorded ``z`` is data: its gradient reaches the policy through
-    ``log q_θ`` alone, and the mixed inputs of later steps are fed without gradient into the
-    embedding matrix, as SofT-GRPO does (:attr:`MixtureRule.detaches_inputs`). Under a top-p /
+    ``log q_θ``, and the mixed inputs of later steps are fed without gradient into the embedding
+    matrix, as SofT-GRPO does (:attr:`Gumbel.detaches_inputs`; this drops the path through the
+    inputs that an exact score function would keep). Under a top-p /
     min-p filter, slots the filter removed are recorded as ``-inf`` and left out of the density,
     whose ``q`` is renormalised on the kept slots (the sampling distribution at θ = θ_old).
 
@@ -61,6 +62,12 @@ class Gumbel(MixtureRule):
         weights = torch.softmax(perturbed / self.gumbel_temperature, dim=-1)
         token = support.gather(-1, perturbed.argmax(-1, keepdim=True)).squeeze(-1)
         return MixtureStep(support, weights, token, {"perturbed": perturbed})
+
+    @property
+    def detaches_inputs(self) -> bool:
+        """SofT-GRPO feeds the mixed inputs without gradient into the embedding matrix; so does
+        the density likelihood here (the token likelihoods keep that path)."""
+        return self.likelihood == "density"
 
     def step_log_likelihood(self, log_probs: Tensor, step: MixtureStep, embedding: nn.Module) -> Tensor:
         if self.likelihood != "density":
