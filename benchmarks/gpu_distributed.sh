@@ -12,10 +12,11 @@ echo "GPUs: $gpus"
 status=0
 for strategy in ddp fsdp fsdp2; do
     dir="$out/$strategy"; mkdir -p "$dir"
+    beta=0.04; [ "$strategy" = fsdp ] && beta=0  # FSDP1 refuses a reference model (docs/distributed.md)
     start=$(date +%s.%N)
     MOTG_PROBE_DIR="$dir" PYTHONPATH="tests:$PWD${PYTHONPATH:+:$PYTHONPATH}" python3 main.py fit \
         --config configs/default.yaml --config "configs/strategy/$strategy.yaml" --trainer.devices="$gpus" \
-        --model.model_name_or_path=random:SmolLM2-135M-Instruct --model.beta=0.04 \
+        --model.model_name_or_path=random:SmolLM2-135M-Instruct --model.beta=$beta \
         --trainer.max_steps=4 --trainer.limit_val_batches=0 --trainer.enable_progress_bar=false \
         --trainer.callbacks=[ddp_probe.RankProbe] --trainer.logger=false --trainer.default_root_dir="$dir" \
         > "$dir/log.txt" 2>&1

@@ -19,7 +19,7 @@ import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
-from torch.distributed.fsdp.wrap import wrap
+from lightning.pytorch.strategies import FSDPStrategy
 
 from .exploration import exploration_metrics, token_exploration
 from .evaluation import EvalDecoding, EvaluationMetrics, evaluation_rule
@@ -243,7 +243,6 @@ class MoTGRPOModule(L.LightningModule):
         self.epsilon_high = epsilon if epsilon_high is None else epsilon_high
         self.policy: torch.nn.Module | None = None
         self._frozen: dict[str, torch.nn.Module] = {}  # the reference model, kept out of checkpoints
-        self._reference_wrapped = False  # by FSDP1's wrap()
         self.evaluation = EvaluationMetrics(eval_samples)
         self._refill: RefillPrompts | None = None  # extra prompts for dynamic sampling
         self._restored_refill: dict[str, Any] | None = None  # its position, from a checkpoint
@@ -254,24 +253,17 @@ class MoTGRPOModule(L.LightningModule):
 
     # ----------------------------------------------------------------------------------- set-up
     def configure_model(self) -> None:
+        strategy = self._trainer.strategy if self._trainer is not None else None
+        if isinstance(strategy, FSDPStrategy) and self.hparams.beta != 0:
+            raise ValueError(
+                f"model.beta={self.hparams.beta} with trainer.strategy=FSDPStrategy (FSDP1): the reference model would be "
+                "its own FSDP1 root, whose embedding and LM head stay sharded outside its forward, where the loss uses "
+                "them; use FSDP2 (--config configs/strategy/fsdp2.yaml), ddp, or model.beta=0."
+            )
         if self.policy is None:
             self._load_models()
-        self._wrap_for_fsdp1()
-
-    def _wrap_for_fsdp1(self) -> None:
-        """Under Lightning's FSDPStrategy (FSDP1) the strategy wraps the policy's decoder layers
-        (:func:`motg_lightning.distributed.fsdp1_wrap_policy`); the reference, which Lightning does
-        not see, is wrapped here with the same policy. ``wrap()`` acts only inside the strategy's
-        wrapping context, where Lightning calls ``configure_model`` (``setup`` calls it earlier,
-        outside); elsewhere it returns the model as it is."""
-        strategy = self._trainer.strategy if self._trainer is not None else None
-        policy = fsdp1_wrap_policy(strategy, self.policy, self.hparams.shard_layer_classes)
-        reference = self._frozen.get("reference")
-        if policy is None or reference is None or self._reference_wrapped:
-            return
-        wrapped = wrap(reference, auto_wrap_policy=policy)
-        if wrapped is not reference:
-            self._frozen["reference"], self._reference_wrapped = wrapped, True
+        # FSDP1: the strategy wraps the LightningModule with this policy (the policy's decoder layers) afterwards
+        fsdp1_wrap_policy(strategy, self.policy, self.hparams.shard_layer_classes)
 
     def _load_models(self) -> None:
         hp = self.hparams

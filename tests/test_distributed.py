@@ -95,51 +95,37 @@ def test_shard_layers_default_to_the_decoder_layers_and_wrong_names_are_refused(
         layer_classes(model, ["QwenBlock"])
 
 
-class RecordingWrapper(torch.nn.Module):
-    """Stands in for FSDP1's wrapper class (which needs CUDA): keeps what it was asked to wrap."""
-
-    calls: list = []
-
-    def __init__(self, module, **options):
-        super().__init__()
-        self.wrapped = module
-        RecordingWrapper.calls.append((module, options))
-
-
 def _wrap_units(policy, root) -> list[torch.nn.Module]:
     """The modules of ``root`` that the FSDP1 wrap policy makes FSDP units of their own."""
     return [module for module in root.modules() if policy(module, recurse=False, nonwrapped_numel=0)]
 
 
-def test_fsdp1_wraps_the_decoder_layers_of_policy_and_reference():
+def test_fsdp1_wraps_the_decoder_layers_and_refuses_a_reference_model():
     """What the module hands Lightning's FSDPStrategy, which wraps the LightningModule with its
-    ``auto_wrap_policy`` after ``configure_model`` (inside its ``enable_wrap`` context, where
-    ``wrap()`` acts). configs/strategy/fsdp.yaml names no layer class."""
+    ``auto_wrap_policy`` after ``configure_model``: the policy's decoder layers (fsdp.yaml names
+    no layer class). A reference model (beta != 0) would be an FSDP1 root of its own, sharded
+    outside its forward where the loss uses its embedding: refused before any model is loaded."""
     from types import SimpleNamespace
 
     import yaml
     from lightning.pytorch.strategies import FSDPStrategy
-    from torch.distributed.fsdp.wrap import enable_wrap
 
     from motg_lightning.module import MoTGRPOModule
 
     overlay = yaml.safe_load((ROOT / "configs" / "strategy" / "fsdp.yaml").read_text())["trainer"]["strategy"]
     strategy = FSDPStrategy(**overlay["init_args"])
     assert "auto_wrap_policy" not in strategy.kwargs
-    module = MoTGRPOModule(TINY_MODEL, num_generations=2, beta=0.1)
+    module = MoTGRPOModule(TINY_MODEL, num_generations=2)
     module.trainer = SimpleNamespace(strategy=strategy)  # a Trainer with FSDPStrategy refuses a CPU
-    RecordingWrapper.calls = []
-    module.configure_model()  # as from `setup`: outside the wrapping context wrap() leaves models alone
-    assert RecordingWrapper.calls == []
-    with enable_wrap(wrapper_cls=RecordingWrapper, **strategy.kwargs):  # Lightning's model_sharded_context
-        module.configure_model()
-        module.configure_model()  # again: nothing is wrapped twice
+    module.configure_model()
     policy = strategy.kwargs["auto_wrap_policy"]
     assert _wrap_units(policy, module) == list(module.policy.model.layers)  # what Lightning will wrap
-    [(reference, options)] = RecordingWrapper.calls
-    assert module._frozen["reference"].wrapped is reference and reference is not module.policy
-    assert options["auto_wrap_policy"] is policy
-    assert _wrap_units(policy, reference) == list(reference.model.layers)
+
+    with_reference = MoTGRPOModule(TINY_MODEL, num_generations=2, beta=0.1)
+    with_reference.trainer = SimpleNamespace(strategy=FSDPStrategy(**overlay["init_args"]))
+    with pytest.raises(ValueError, match=r"^model.beta=0.1 with trainer.strategy=FSDPStrategy \(FSDP1\).*fsdp2.yaml"):
+        with_reference.configure_model()
+    assert with_reference.policy is None
 
 
 def test_fsdp1_finds_the_decoder_layers_of_qwen2():
