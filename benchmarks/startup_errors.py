@@ -104,8 +104,8 @@ def save_base_model(folder: Path) -> str:
 
 
 def with_base_model(flags: list[str], base_model: str) -> list[str]:
-    """``flags`` with the placeholders replaced: the base model's folder, and an empty folder
-    beside it (created here)."""
+    """``flags`` with ``{base_model}`` set to the base model's folder and ``{empty_folder}`` to an
+    empty folder beside it (created here)."""
     empty = Path(base_model).parent / "empty-folder"
     empty.mkdir(exist_ok=True)
     return [flag.replace(BASE_MODEL, base_model).replace(EMPTY_FOLDER, str(empty)) for flag in flags]

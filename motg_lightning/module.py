@@ -31,18 +31,17 @@ from .distributed import (
     fsdp1_wrap_policy, gather_objects, gather_rows, layer_classes, max_over_ranks, register_forward_method, shard_fully,
     unsharded_for_generation, world_size,
 )
-from .decoder import check_compile_mode
 from .dynamic_sampling import RefillPrompts, dynamic_sample
 from .likelihood import SHARDED_METHOD, log_likelihood_of_steps, trajectory_log_likelihood
 from .metrics import completions_markdown, rollout_metrics
 from .mixture import Dirichlet, MixtureRule
-from .models import EMBEDDED_MODEL, DType, check_model_name, load_causal_lm, load_tokenizer
+from .models import EMBEDDED_MODEL, DType, load_causal_lm, load_tokenizer
+from .module_options import check_options
 from .optimization import configure_optimization
 from .progress import step_progress_bar
 from .random_state import TrainingRandomState
 from .rewards import RewardFunction, RewardOutput, format_reward
 from .rollout import Rollout, RolloutSettings, eval_mode, generate
-from .sampling_filters import validate_filters
 from .stops import TokenPatterns
 
 
@@ -184,57 +183,8 @@ class MoTGRPOModule(L.LightningModule):
         shard_layer_classes: list[str] | None = None,
     ):
         super().__init__()
-        if num_generations < 2:
-            raise ValueError(f"model.num_generations={num_generations}: GRPO needs groups of at least 2.")
-        at_least_one = {
-            "max_new_tokens": max_new_tokens, "num_iterations": num_iterations, "micro_batch_size": micro_batch_size,
-            "micro_batch_tokens": micro_batch_tokens, "logit_chunk_size": logit_chunk_size, "sync_every": sync_every,
-            "ref_model_sync_steps": ref_model_sync_steps, "cold_stop_steps": cold_stop_steps,
-            "max_sampling_rounds": max_sampling_rounds, "eval_samples": eval_samples,
-            "max_nonfinite_updates": max_nonfinite_updates,
-        }
-        for name, value in at_least_one.items():
-            if value is not None and value < 1:
-                raise ValueError(f"model.{name}={value}: must be at least 1.")
-        if not 0 < top_entropy_quantile <= 1:
-            raise ValueError(f"model.top_entropy_quantile={top_entropy_quantile}: must be in (0, 1]; 1.0 trains on every step.")
-        validate_filters(top_p, min_p)
-        if not 0 < epsilon < 1 or (epsilon_high is not None and not 0 < epsilon_high):
-            raise ValueError(f"model.epsilon={epsilon}, model.epsilon_high={epsilon_high}: the clip range needs 0 < epsilon < 1 "
-                             "and epsilon_high > 0 (TRL's defaults: 0.2 and epsilon).")
-        if not beta >= 0:
-            raise ValueError(f"model.beta={beta}: the KL weight must be >= 0 (0 loads no reference model).")
-        if not 0 <= ref_model_mixup_alpha <= 1:
-            raise ValueError(f"model.ref_model_mixup_alpha={ref_model_mixup_alpha}: must be in [0, 1].")
-        if sync_ref_model and beta == 0:
-            raise ValueError("model.sync_ref_model=true needs a reference model: set model.beta to a non-zero value.")
-        forcing = thinking_budget is not None or force_answer_on_eos or cold_stop_entropy is not None
-        if forcing and think_end not in forced_answer:
-            raise ValueError(
-                f"model.forced_answer={forced_answer!r} must contain model.think_end={think_end!r}: "
-                "forcing ends the thinking phase by writing its end marker."
-            )
-        at_least_zero = {
-            "thinking_budget": (thinking_budget, "0 forces the answer at once, null never forces"),
-            "log_completions_every_n_steps": (log_completions_every_n_steps, "0 never logs completions"),
-            "exploration_every_n_steps": (exploration_every_n_steps, "0 never logs the exploration entropies"),
-        }
-        for name, (value, meaning) in at_least_zero.items():
-            if value is not None and value < 0:
-                raise ValueError(f"model.{name}={value}: must be >= 0 ({meaning}).")
-        if max_grad_norm is not None and not max_grad_norm > 0:
-            raise ValueError(f"model.max_grad_norm={max_grad_norm}: must be > 0; null disables gradient clipping.")
-        if cold_stop_entropy is not None and not cold_stop_entropy > 0:
-            raise ValueError(f"model.cold_stop_entropy={cold_stop_entropy}: must be > 0 nats (no entropy is below 0); "
-                             "null disables the cold stop.")
-        if not think_end:
-            raise ValueError("model.think_end='': must not be empty (an empty marker would match everywhere).")
-        if "" in stop_strings:
-            raise ValueError(f"model.stop_strings={list(stop_strings)!r}: an empty string would end every completion "
-                             "at once; remove it.")
-        check_compile_mode(compile_decode)
-        check_model_name(model_name_or_path)
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
+        check_options(self.hparams)
         self.automatic_optimization = False
         self.mixture = mixture if mixture is not None else Dirichlet(k=2)
         self.reward = reward if reward is not None else RewardFunction()
