@@ -7,7 +7,7 @@ seconds until the process exited (Python start-up and imports included) and the 
 line, ``error: <message>`` (exit status 2, as for a malformed flag). ``tests/test_cli.py`` checks
 the same rows in-process: each must raise its message before any rollout.
 
-    python benchmarks/startup_errors.py --config configs/default.yaml --markdown docs/startup_errors.md
+    python benchmarks/startup_errors.py --config configs/default.yaml --markdown benchmarks/results/startup_errors.md
 """
 
 from __future__ import annotations

@@ -28,6 +28,10 @@ CURVES = {
 }
 
 
+def spread(values: list[float]) -> dict:
+    return {"mean": statistics.mean(values), "median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
 def summarise(log_dir: Path, window: int) -> dict:
     events = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
     events.Reload()
@@ -48,6 +52,11 @@ def summarise(log_dir: Path, window: int) -> dict:
     if len(steps) > 1:
         summary["train_wall_seconds"] = steps[-1].wall_time - steps[0].wall_time
         summary["seconds_per_step"] = summary["train_wall_seconds"] / (len(steps) - 1)
+        gaps = [later.wall_time - earlier.wall_time for earlier, later in zip(steps, steps[1:])]
+        summary["step_seconds"] = spread(gaps)
+    for name in ("rollout_seconds", "update_seconds"):  # where a step's time goes
+        if CURVES[name] in tags:
+            summary[f"{name}_spread"] = spread([event.value for event in events.Scalars(CURVES[name])])
     return summary
 
 
@@ -68,6 +77,11 @@ def main() -> None:
         print(f"{tag:<40}" + "  ".join(f"step {step}: {value:.3f}" for step, value in points))
     if "train_wall_seconds" in summary:
         print(f"train wall time {summary['train_wall_seconds']:.0f} s, {summary['seconds_per_step']:.1f} s/step")
+    for name in ("step_seconds", "rollout_seconds_spread", "update_seconds_spread"):
+        if name in summary:
+            row = summary[name]
+            print(f"{name.removesuffix('_spread'):<16} mean {row['mean']:.1f} s, median {row['median']:.1f} s, "
+                  f"min {row['min']:.1f} s, max {row['max']:.1f} s")
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))
 

@@ -103,10 +103,11 @@ class Gaussian(MixtureRule):
             return super().step_log_likelihood(log_probs, step, embedding)
         # The sampled input e is data: rebuilt from the record and detached, so the gradient reaches
         # the embedding matrix and the logits only through the mean μ_θ (a score-function estimate).
-        sample = self.embed(embedding, step).detach().float()
+        vectors = embedding(step.support).float()
+        sample = ((step.weights.unsqueeze(-1) * vectors).sum(-2) + step.extras["noise"].float()).detach()
         kept = step.weights > 0  # the slots the mean ran over at sampling time
         policy_weights = self._mean_weights(log_probs, step.support, kept)
-        mean = (policy_weights.unsqueeze(-1) * embedding(step.support).float()).sum(-2)
+        mean = (policy_weights.unsqueeze(-1) * vectors).sum(-2)
         sigma = step.extras["sigma"].float()
         sigma = torch.where(sigma > 0, sigma, 1.0)  # steps that did not mix record σ = 0; keep their gradient finite
         dimension = mean.shape[-1]

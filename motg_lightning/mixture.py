@@ -63,6 +63,12 @@ def sample_index(probs: Tensor) -> Tensor:
     return torch.searchsorted(cdf, threshold, right=True).clamp_max(probs.shape[-1] - 1).squeeze(-1)
 
 
+def gumbel_noise_like(values: Tensor) -> Tensor:
+    """Standard Gumbel draws ``−log(−log U)`` shaped like ``values``, ``U`` kept above 0."""
+    uniform = torch.rand_like(values).clamp_min(torch.finfo(values.dtype).tiny)
+    return -torch.log(-torch.log(uniform))
+
+
 def draw_representative(support: Tensor, weights: Tensor) -> Tensor:
     """``r ~ Categorical(w)`` over the support, looked up in the same support it was drawn from.
 
@@ -272,8 +278,7 @@ class Sampled(MixtureRule):
         # Gumbel-top-k: the k largest of log p + Gumbel noise are k draws without replacement
         # (Kool et al., arXiv 1903.06059). Unlike torch.multinomial it accepts a top-p / min-p
         # filtered distribution with fewer than k tokens left: the extra slots get weight 0.
-        uniform = torch.rand_like(log_probs).clamp_min(torch.finfo(log_probs.dtype).tiny)
-        keys = log_probs - torch.log(-torch.log(uniform))
+        keys = log_probs + gumbel_noise_like(log_probs)
         support = keys.topk(min(self.k, log_probs.shape[-1]), dim=-1).indices
         weights = renormalise(log_probs.gather(-1, support).exp())
         return MixtureStep(support, weights, draw_representative(support, weights))

@@ -410,7 +410,7 @@ class MoTGRPOModule(L.LightningModule):
         # this process's own figures, for callbacks (the logged ones are averaged over processes)
         return {
             "loss": update["loss"], "local_reward": rewards.total.mean(), "local_rows": torch.tensor(len(entries)),
-            "rewards": rewards.total, "advantages": advantages, "counted_entropy": rollout.entropy[loss_mask],
+            "rewards": rewards.total, "advantages": advantages, "entropy": rollout.entropy, "loss_mask": loss_mask,
             "policy_steps": policy_steps,  # counted steps the policy term trains on (top_entropy_quantile)
         }
 

@@ -5,7 +5,8 @@ sampling), which validation also draws from. Checkpoints are written before the 
 runs, and a resumed run skips that validation; had training drawn from the global generator, the
 two runs would roll out different completions afterwards. :class:`TrainingRandomState` keeps the
 training step's state apart: entered around the step, it swaps its state into torch's global
-generators (CPU, and the device's CUDA generator), and on exit saves it back and restores theirs.
+generators (CPU, and the device's CUDA generator), and on exit saves it back while
+``torch.random.fork_rng`` restores theirs.
 """
 
 from __future__ import annotations
@@ -35,23 +36,21 @@ class TrainingRandomState:
 
     @contextmanager
     def active(self, device: torch.device) -> Iterator[None]:
-        """Draw from this state inside the block (on ``device``'s CUDA generator too, if CUDA)."""
+        """Draw from this state inside the block (on ``device``'s CUDA generator too, if CUDA);
+        ``torch.random.fork_rng`` puts the outer state back afterwards."""
         cuda = device.type == "cuda"
-        outer_cpu = torch.get_rng_state()
-        outer_cuda = torch.cuda.get_rng_state(device) if cuda else None
-        torch.set_rng_state(self._cpu)
-        if cuda:
-            if self._cuda is None:
-                self._cuda = torch.Generator(device=device).manual_seed(self._seed).get_state()
-            torch.cuda.set_rng_state(self._cuda, device)
-        try:
-            yield
-        finally:
-            self._cpu = torch.get_rng_state()
-            torch.set_rng_state(outer_cpu)
+        with torch.random.fork_rng(devices=[device] if cuda else [], device_type="cuda"):
+            torch.set_rng_state(self._cpu)
             if cuda:
-                self._cuda = torch.cuda.get_rng_state(device)
-                torch.cuda.set_rng_state(outer_cuda, device)
+                if self._cuda is None:
+                    self._cuda = torch.Generator(device=device).manual_seed(self._seed).get_state()
+                torch.cuda.set_rng_state(self._cuda, device)
+            try:
+                yield
+            finally:
+                self._cpu = torch.get_rng_state()
+                if cuda:
+                    self._cuda = torch.cuda.get_rng_state(device)
 
     def state_dict(self) -> dict[str, Any]:
         return {"seed": self._seed, "cpu": self._cpu.clone(), "cuda": None if self._cuda is None else self._cuda.clone()}

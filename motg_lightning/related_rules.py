@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from .mixture import Likelihood, MixtureRule, MixtureStep, draw_representative, renormalise, sample_index
+from .mixture import Likelihood, MixtureRule, MixtureStep, draw_representative, gumbel_noise_like, renormalise, sample_index
 
 
 def gumbel_log_density(values: Tensor, location: Tensor) -> Tensor:
@@ -57,8 +57,7 @@ class Gumbel(MixtureRule):
     def choose(self, log_probs: Tensor, embedding: nn.Module) -> MixtureStep:
         top_log_probs, support = log_probs.topk(min(self.k, log_probs.shape[-1]), dim=-1)
         log_q = torch.log_softmax(top_log_probs, dim=-1)  # -inf on slots a top-p / min-p filter removed
-        uniform = torch.rand_like(log_q).clamp(torch.finfo(log_q.dtype).tiny, 1.0)
-        perturbed = log_q - torch.log(-torch.log(uniform))
+        perturbed = log_q + gumbel_noise_like(log_q)
         weights = torch.softmax(perturbed / self.gumbel_temperature, dim=-1)
         token = support.gather(-1, perturbed.argmax(-1, keepdim=True)).squeeze(-1)
         return MixtureStep(support, weights, token, {"perturbed": perturbed})

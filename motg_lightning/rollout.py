@@ -266,8 +266,8 @@ def generate(
             support = torch.where(use_mixture[:, None], mixed.support, token[:, None].expand(n, k))
             weights = torch.where(use_mixture[:, None], mixed.weights, first_slot)
             token_log_likelihood = log_probs.gather(-1, token[:, None]).squeeze(-1)
-            extras = {  # a rule's draws only describe mixed steps (where, not a product: draws may be -inf)
-                name: torch.where(use_mixture.view(n, *[1] * (value.dim() - 1)), value, torch.zeros((), dtype=value.dtype))
+            extras = {  # a rule's draws only describe mixed steps (masked, not multiplied: draws may be -inf)
+                name: value.masked_fill(~use_mixture.view(n, *[1] * (value.dim() - 1)), 0)
                 for name, value in mixed.extras.items()
             }
             chosen = MixtureStep(support, weights, token, extras)

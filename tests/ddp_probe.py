@@ -54,7 +54,7 @@ class RankProbe(L.Callback):
             "policy_steps": int(outputs["policy_steps"]),
         })
         if pl_module.hparams.top_entropy_quantile < 1:  # only then: long runs would write every step's entropies
-            self.steps[-1]["counted_entropy"] = outputs["counted_entropy"].tolist()
+            self.steps[-1]["counted_entropy"] = outputs["entropy"][outputs["loss_mask"]].tolist()
 
     def on_train_end(self, trainer, pl_module):
         checksum = sum(float(p.detach().full_tensor().double().sum() if hasattr(p, "full_tensor") else p.detach().double().sum())

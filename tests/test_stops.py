@@ -145,11 +145,6 @@ def test_a_special_token_marker_matches_its_single_id_and_stopped_rows_never_mat
     assert feed(patterns, [len(embedded_tokenizer) + 5, end]) == [False, True]
 
 
-def test_no_markers_never_match(embedded_tokenizer):
-    ids = embedded_tokenizer.encode("</think><|im_end|>", add_special_tokens=False)
-    assert feed(TokenPatterns.from_strings(embedded_tokenizer, []), ids) == [False] * len(ids)
-
-
 def test_the_update_compiles_to_one_graph(embedded_tokenizer):
     patterns = TokenPatterns.from_strings(embedded_tokenizer, list(MARKERS))
     ids = torch.tensor(embedded_tokenizer.encode("a</think>\n<answer>7</answer>", add_special_tokens=False))
