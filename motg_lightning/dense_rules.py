@@ -19,7 +19,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .mixture import Likelihood, MixtureRule, MixtureStep, draw_representative, sample_index
+from .mixture import Likelihood, MixtureRule, MixtureStep, draw_representative, kept_log_probs, sample_index
 
 
 def embedding_rms(embedding: nn.Module) -> Tensor:
@@ -82,10 +82,7 @@ class Gaussian(MixtureRule):
 
     def _mean_weights(self, log_probs: Tensor, support: Tensor, kept: Tensor | None = None) -> Tensor:
         """``p̃`` on the ``kept`` slots of ``support`` (all when None), 0 elsewhere."""
-        scaled = log_probs.gather(-1, support) * (self.temperature / self.thinking_temperature)
-        if kept is not None:
-            scaled = scaled.masked_fill(~kept, float("-inf"))
-        return torch.softmax(scaled, dim=-1)
+        return torch.softmax(kept_log_probs(log_probs, support, kept, self.temperature / self.thinking_temperature), dim=-1)
 
     def choose(self, log_probs: Tensor, embedding: nn.Module) -> MixtureStep:
         support = log_probs.topk(min(self.k, log_probs.shape[-1]), dim=-1).indices

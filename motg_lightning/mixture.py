@@ -69,6 +69,13 @@ def gumbel_noise_like(values: Tensor) -> Tensor:
     return -torch.log(-torch.log(uniform))
 
 
+def kept_log_probs(log_probs: Tensor, support: Tensor, kept: Tensor | None = None, scale: float = 1.0) -> Tensor:
+    """``scale × log p`` of the ``support`` slots, ``-inf`` on the slots not ``kept`` (all kept when
+    None): a softmax of it is ``p`` (at temperature ``1 / scale``) renormalised on the kept slots."""
+    gathered = log_probs.gather(-1, support) * scale
+    return gathered if kept is None else gathered.masked_fill(~kept, float("-inf"))
+
+
 def draw_representative(support: Tensor, weights: Tensor) -> Tensor:
     """``r ~ Categorical(w)`` over the support, looked up in the same support it was drawn from.
 
@@ -156,11 +163,10 @@ class MixtureRule(ABC):
         """Log-likelihood of a recorded thinking step under ``[..., V]`` log-probs."""
         if self.likelihood == "representative":
             return log_probs.gather(-1, step.token.unsqueeze(-1)).squeeze(-1)
-        support_log_probs = log_probs.gather(-1, step.support)
         in_support = step.weights > 0
-        masked = support_log_probs.masked_fill(~in_support, float("-inf"))
+        masked = kept_log_probs(log_probs, step.support, in_support)
         policy_weights = torch.softmax(masked, dim=-1)
-        return (policy_weights * support_log_probs.masked_fill(~in_support, 0.0)).sum(-1)
+        return (policy_weights * masked.masked_fill(~in_support, 0.0)).sum(-1)
 
     def _top_k(self, log_probs: Tensor) -> tuple[Tensor, Tensor]:
         top_log_probs, support = log_probs.topk(min(self.k, log_probs.shape[-1]), dim=-1)
@@ -250,10 +256,8 @@ class Dirichlet(MixtureRule):
     def concentration(self, log_probs: Tensor, support: Tensor, kept: Tensor | None = None) -> Tensor:
         """``α q`` with ``q`` the distribution renormalised on the ``kept`` slots of ``support``
         (all when None), floored; slots not kept get the floor and must be masked by the caller."""
-        support_log_probs = log_probs.gather(-1, support)
-        if kept is not None:
-            support_log_probs = support_log_probs.masked_fill(~kept, float("-inf"))
-        return (self.alpha * torch.softmax(support_log_probs, dim=-1)).clamp_min(self.min_concentration)
+        q = torch.softmax(kept_log_probs(log_probs, support, kept), dim=-1)
+        return (self.alpha * q).clamp_min(self.min_concentration)
 
     def step_log_likelihood(self, log_probs: Tensor, step: MixtureStep, embedding: nn.Module) -> Tensor:
         if self.likelihood != "density":

@@ -15,7 +15,9 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from .mixture import Likelihood, MixtureRule, MixtureStep, draw_representative, gumbel_noise_like, renormalise, sample_index
+from .mixture import (
+    Likelihood, MixtureRule, MixtureStep, draw_representative, gumbel_noise_like, kept_log_probs, renormalise, sample_index,
+)
 
 
 def gumbel_log_density(values: Tensor, location: Tensor) -> Tensor:
@@ -74,7 +76,7 @@ class Gumbel(MixtureRule):
         # Slots a filter removed were never perturbed (recorded -inf): the density runs over the
         # kept slots, with q renormalised on them, which is the sampling distribution at θ_old.
         kept = torch.isfinite(step.extras["perturbed"])
-        log_q = torch.log_softmax(log_probs.gather(-1, step.support).masked_fill(~kept, float("-inf")), dim=-1)
+        log_q = torch.log_softmax(kept_log_probs(log_probs, step.support, kept), dim=-1)
         location = log_q.masked_fill(~kept, 0.0)  # finite stand-ins, so no inf - inf reaches the gradient
         values = step.extras["perturbed"].masked_fill(~kept, 0.0)
         return (gumbel_log_density(values, location) * kept).sum(-1)
