@@ -3,7 +3,8 @@
 #   bash benchmarks/gpu_distributed.sh [out_dir]
 # A randomly initialised model of SmolLM2-135M's architecture at the default config's shape, a few
 # steps per strategy; prints seconds per step and peak memory per device (the probe callback of the
-# tests writes one JSON per rank), and fails if any strategy fails.
+# tests writes one JSON per rank), then validates from the checkpoint the fit saved
+# (`validate --ckpt_path`), and fails if any strategy fails either.
 set -uo pipefail
 out=${1:-${OUT:-/tmp/gpu_distributed}}
 mkdir -p "$out"
@@ -34,5 +35,14 @@ for rank in ranks:
           f"peak {rank['peak_memory_gib']:.2f} GiB, checksum {rank['checksum']:.6e}")
 print(f"{strategy:<6} wall {end - start:.0f} s for the whole command")
 PY
+    checkpoint=$(find "$dir/checkpoints" -maxdepth 1 -name '*.ckpt' | sort | tail -n 1)
+    if [ -z "$checkpoint" ]; then echo "$strategy: no checkpoint saved under $dir/checkpoints"; status=1; continue; fi
+    python3 main.py validate \
+        --config configs/default.yaml --config "configs/strategy/$strategy.yaml" --trainer.devices="$gpus" \
+        --model.model_name_or_path=random:SmolLM2-135M-Instruct --model.beta=$beta \
+        --trainer.limit_val_batches=1 --trainer.enable_progress_bar=false --trainer.callbacks=[] \
+        --trainer.logger=false --trainer.default_root_dir="$dir" --ckpt_path="$checkpoint" > "$dir/validate.txt" 2>&1
+    if [ $? -ne 0 ]; then echo "$strategy: validate --ckpt_path FAILED (tail of $dir/validate.txt)"; tail -n 25 "$dir/validate.txt"; status=1
+    else echo "$strategy validate --ckpt_path $(basename "$checkpoint"): $(grep -m1 'val/accuracy ' "$dir/validate.txt" | tr -s ' │' ' ')"; fi
 done
 exit $status
