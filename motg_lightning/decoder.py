@@ -40,6 +40,20 @@ def check_compile_mode(mode: str | None, field: str = "model.compile_decode") ->
         raise ValueError(f"{field}={mode!r}: not a torch.compile mode; choose one of {', '.join(modes)}, or null.")
 
 
+def in_compute_dtype(embeddings: Tensor) -> Tensor:
+    """Input embeddings in autocast's compute dtype when autocast is on (Lightning's ``*-mixed``
+    precisions), else unchanged.
+
+    Fed float32 under autocast, a transformer's rotary embedding runs in float32 and promotes the
+    keys to float32 while the values stay in the compute dtype; a KV cache holds one dtype, so the
+    next write fails (``index_copy_``: "expected to have the same dtype" on CUDA). In the compute
+    dtype, keys and values agree, and the training forward sees the rollout's numerics."""
+    device_type = embeddings.device.type
+    if torch.is_autocast_enabled(device_type):
+        return embeddings.to(torch.get_autocast_dtype(device_type))
+    return embeddings
+
+
 def cache_keyword(model: PreTrainedModel) -> str:
     """``cache`` on transformers ≥ 5.20 (where ``past_key_values`` is deprecated), else the old name."""
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
@@ -50,7 +64,7 @@ def _decode_forward(
     attention_mask: Tensor, position_ids: Tensor, cache: dict[str, Cache],
 ) -> Tensor:
     """Next-token logits ``[N, V]`` after feeding each row's chosen mixture."""
-    inputs = rule.embed(model.get_input_embeddings(), chosen)[:, None]
+    inputs = in_compute_dtype(rule.embed(model.get_input_embeddings(), chosen))[:, None]
     output = model(inputs_embeds=inputs, attention_mask=attention_mask, position_ids=position_ids, use_cache=True, **cache)
     return output.logits[:, -1]
 
@@ -107,7 +121,7 @@ class Decoder:
         shared = DynamicCache(config=model.config)
         keyword = cache_keyword(model)
         output = model(
-            inputs_embeds=model.get_input_embeddings()(ids), attention_mask=mask,
+            inputs_embeds=in_compute_dtype(model.get_input_embeddings()(ids)), attention_mask=mask,
             position_ids=prompt_positions(mask), use_cache=True, logits_to_keep=1, **{keyword: shared},
         )
         length = prompt_length + steps

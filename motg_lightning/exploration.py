@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedModel
 
+from .decoder import in_compute_dtype
 from .mixture import MixtureRule
 from .rollout import Rollout
 
@@ -77,7 +78,7 @@ def hidden_state_entropy(model: PreTrainedModel, rule: MixtureRule, rollout: Rol
     part = rollout.select(torch.tensor(rows or [0], device=rollout.tokens.device))
     steps = part.tokens.shape[1]
     output = model(
-        inputs_embeds=part.input_embeddings(model.get_input_embeddings(), rule),
+        inputs_embeds=in_compute_dtype(part.input_embeddings(model.get_input_embeddings(), rule)),
         attention_mask=part.attention_mask()[:, :-1], position_ids=part.position_ids()[:, :-1],
         output_hidden_states=True, use_cache=False,
     )

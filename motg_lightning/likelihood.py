@@ -18,6 +18,7 @@ from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel
 
 from .mixture import MixtureRule, MixtureStep
+from .decoder import in_compute_dtype
 from .rollout import Rollout
 
 
@@ -59,7 +60,7 @@ def log_likelihood_of_steps(model: PreTrainedModel, rule: MixtureRule, rollout: 
     steps = rollout.tokens.shape[1]
     embedding = model.get_input_embeddings()
     inputs = dict(
-        inputs_embeds=rollout.input_embeddings(embedding, rule),
+        inputs_embeds=in_compute_dtype(rollout.input_embeddings(embedding, rule)),
         attention_mask=rollout.attention_mask()[:, :-1],
         position_ids=rollout.position_ids()[:, :-1],
         use_cache=False,

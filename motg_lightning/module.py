@@ -400,6 +400,8 @@ class MoTGRPOModule(L.LightningModule):
         stats["sampling_rounds"] = float(rounds)
         if self.device.type == "cuda":
             stats["peak_memory_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
+        # on this process's device: NCCL cannot average the CPU tensors made from rewards
+        stats = {name: torch.as_tensor(value, dtype=torch.float32, device=self.device) for name, value in stats.items()}
         reward = stats.pop("reward")
         self.log("train/reward", reward, prog_bar=True, batch_size=len(entries), sync_dist=True)
         self.log_dict({f"train/{name}": value for name, value in stats.items()}, on_step=True, batch_size=len(entries), sync_dist=True)

@@ -56,6 +56,21 @@ def test_inductor_compiled_rollout_matches_the_eager_one(tiny_model, prompts, ma
     torch.testing.assert_close(eager.log_likelihood, compiled.log_likelihood, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("static_cache", [True, False], ids=["static", "dynamic"])
+def test_under_mixed_precision_the_cache_holds_keys_and_values_in_the_compute_dtype(tiny_model, prompts, make_settings, static_cache):
+    """Lightning's bf16-mixed runs the rollout under autocast. Fed float32 embeddings there, the
+    rotary embedding made float32 keys beside bfloat16 values, and the CUDA cache write of the
+    first decode step failed (seen on an H100 under every strategy)."""
+    decoder = Decoder(static_cache=static_cache)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        decoder.prefill(tiny_model, *prompts, steps=4)
+        cache = next(iter(decoder._state["cache"].values()))
+        assert {layer.keys.dtype for layer in cache.layers} == {torch.bfloat16}
+        assert {layer.values.dtype for layer in cache.layers} == {torch.bfloat16}
+        rollout = generate(tiny_model, Dirichlet(), *prompts, make_settings(max_new_tokens=6), decoder)
+    assert rollout.completion_mask.any() and torch.isfinite(rollout.log_likelihood).all()
+
+
 def test_compiling_needs_a_static_cache():
     with pytest.raises(ValueError, match="static_cache"):
         Decoder(static_cache=False, compile_mode="reduce-overhead")
