@@ -1,7 +1,7 @@
 """Exploration measures of a trained checkpoint on its held-out questions.
 
     python benchmarks/exploration.py runs/default/mot_grpo/version_0/checkpoints/last.ckpt --groups 8
-    python benchmarks/exploration.py CKPT --rule motg_lightning.mixture.Discrete   # the same model, another rule
+    python benchmarks/exploration.py CKPT --rule motg_lightning.rules.Discrete   # the same model, another rule
 
 Rolls out ``--groups`` validation questions ``num_generations`` times each with the checkpoint's
 rule (or ``--rule``) and prints, as defined in ``docs/exploration.md``: next-token and
@@ -22,9 +22,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from motg_lightning.data import ReasoningGymDataModule  # noqa: E402
-from motg_lightning.exploration import hidden_state_entropy, profile_by_step, token_exploration  # noqa: E402
-from motg_lightning.module import EXPLORATION_BUCKETS, MoTGRPOModule  # noqa: E402
+from motg_lightning.lightning.data import ReasoningGymDataModule  # noqa: E402
+from motg_lightning.evaluation.exploration import hidden_state_entropy, profile_by_step, token_exploration  # noqa: E402
+from motg_lightning.lightning.module import EXPLORATION_BUCKETS, MoTGRPOModule  # noqa: E402
 
 
 def load_rule(path: str):

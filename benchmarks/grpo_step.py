@@ -27,7 +27,7 @@ METHODS = {"trl": None, "discrete": "Discrete", "dirichlet": "Dirichlet", "sampl
 
 
 def items(args, tokenizer) -> list[dict]:
-    from motg_lightning.data import ReasoningGymDataModule, TaskSpec
+    from motg_lightning.lightning.data import ReasoningGymDataModule, TaskSpec
 
     data = ReasoningGymDataModule(
         tasks=[TaskSpec("basic_arithmetic", config={"max_terms": 2, "max_digits": 1})], tokenizer=args.model,
@@ -51,7 +51,7 @@ def run_trl(args) -> tuple[list[float], list[float]]:
     from trl import GRPOConfig, GRPOTrainer
 
     from motg_lightning.models import load_causal_lm, load_tokenizer
-    from motg_lightning.rewards import RewardFunction
+    from motg_lightning.rewards.scoring import RewardFunction
 
     tokenizer = load_tokenizer(args.model)
     model = load_causal_lm(args.model, dtype=args.dtype)
@@ -93,9 +93,9 @@ def run_ours(args) -> tuple[list[float], list[float]]:
     from torch.utils.data import DataLoader
 
     from motg_lightning import mixture
-    from motg_lightning.data import collate_prompts
+    from motg_lightning.lightning.data import collate_prompts
     from motg_lightning.models import load_tokenizer
-    from motg_lightning.module import MoTGRPOModule
+    from motg_lightning.lightning.module import MoTGRPOModule
 
     tokenizer = load_tokenizer(args.model)
     rows = items(args, tokenizer)

@@ -48,8 +48,9 @@ def prompts(tokenizer, batch: int, device: str):
 def run_ours(model, tokenizer, rule_name: str, ids, mask, new_tokens: int, compile_decode: str | None):
     import importlib
 
-    from motg_lightning.rollout import RolloutSettings, generate
-    from motg_lightning.stops import TokenPatterns
+    from motg_lightning.rollout.settings import RolloutSettings
+    from motg_lightning.rollout.generate import generate
+    from motg_lightning.rollout.stops import TokenPatterns
 
     path, options = RULES[rule_name]
     module_name, class_name = path.rsplit(".", 1)
@@ -76,7 +77,7 @@ def run_naive(model, tokenizer, ids, new_tokens: int):
     text re-decoded each step to look for </think>; Dirichlet top-2 mixtures while thinking."""
     from transformers import DynamicCache
 
-    from motg_lightning.decoder import cache_keyword
+    from motg_lightning.rollout.decoder import cache_keyword
 
     embedding = model.get_input_embeddings()
     keyword = cache_keyword(model)

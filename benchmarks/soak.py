@@ -21,9 +21,9 @@ from pathlib import Path
 import lightning as L
 import psutil
 
-from motg_lightning.cli import MoTGRPOCLI
-from motg_lightning.data import ReasoningGymDataModule
-from motg_lightning.module import MoTGRPOModule
+from motg_lightning.lightning.cli import MoTGRPOCLI
+from motg_lightning.lightning.data import ReasoningGymDataModule
+from motg_lightning.lightning.module import MoTGRPOModule
 
 ROOT = Path(__file__).resolve().parents[1]
 

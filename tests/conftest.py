@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from motg_lightning.models import TINY_MODEL, load_causal_lm, load_tokenizer
-from motg_lightning.rollout import RolloutSettings
-from motg_lightning.stops import TokenPatterns
+from motg_lightning.rollout.settings import RolloutSettings
+from motg_lightning.rollout.stops import TokenPatterns
 
 
 @pytest.fixture(scope="session")

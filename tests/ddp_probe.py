@@ -9,7 +9,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from motg_lightning.rewards import RewardFunction
+from motg_lightning.rewards.scoring import RewardFunction
 
 
 TESTS = Path(__file__).resolve().parent

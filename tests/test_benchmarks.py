@@ -21,7 +21,7 @@ def test_rollout_benchmark_writes_a_row_per_method(tmp_path):
 
 
 def test_run_summary_reads_a_training_log(tmp_path):
-    from motg_lightning.cli import main
+    from motg_lightning.lightning.cli import main
 
     main(["fit", "--config", str(ROOT / "configs" / "smoke.yaml"), f"--trainer.default_root_dir={tmp_path}", "--trainer.max_steps=3"])
     log_dir = next(tmp_path.rglob("events.out.tfevents.*")).parent

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from motg_lightning.cli import MoTGRPOCLI, command_line, main
-from motg_lightning.data import ReasoningGymDataModule
-from motg_lightning.module import MoTGRPOModule
+from motg_lightning.lightning.cli import MoTGRPOCLI, command_line, main
+from motg_lightning.lightning.data import ReasoningGymDataModule
+from motg_lightning.lightning.module import MoTGRPOModule
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -44,7 +44,7 @@ def test_fit_writes_tensorboard_logs_and_a_checkpoint_then_resumes(tmp_path):
 
 @pytest.mark.parametrize("rule", ["Discrete", "TopK", "Dirichlet", "Sampled", "Nucleus", "ElementwiseMax"])
 def test_every_mixture_rule_is_selectable_from_the_command_line(tmp_path, rule):
-    cli = fit(tmp_path, "--trainer.max_steps=1", "--trainer.limit_val_batches=0", f"--model.mixture=motg_lightning.mixture.{rule}")
+    cli = fit(tmp_path, "--trainer.max_steps=1", "--trainer.limit_val_batches=0", f"--model.mixture=motg_lightning.rules.{rule}")
     assert type(cli.model.mixture).__name__ == rule
     assert cli.trainer.global_step == 1
 
@@ -54,7 +54,7 @@ def test_print_config_shows_the_resolved_configuration():
         [sys.executable, "main.py", "fit", "--config", SMOKE, "--model.mixture.k=3", "--print_config"],
         cwd=ROOT, capture_output=True, text=True, check=True,
     )
-    assert "class_path: motg_lightning.mixture.Dirichlet" in result.stdout
+    assert "class_path: motg_lightning.rules.Dirichlet" in result.stdout
     assert "k: 3" in result.stdout
     assert "model_name_or_path: tiny-random:SmolLM2-135M-Instruct" in result.stdout
 
@@ -97,7 +97,7 @@ def test_each_invalid_setting_fails_before_any_rollout_naming_the_field(tmp_path
     def no_rollout(*args, **kwargs):
         raise AssertionError("a rollout started before the setting was refused")
 
-    monkeypatch.setattr("motg_lightning.module.generate", no_rollout)
+    monkeypatch.setattr("motg_lightning.lightning.module.generate", no_rollout)
     with pytest.raises(ValueError) as refused:
         fit(tmp_path, *with_base_model(flags, base_model))
     assert re.match(message, str(refused.value)), f"the message must start with the field: {refused.value}"
@@ -121,7 +121,7 @@ def test_paper_config_resolves_to_the_paper_training_code_settings():
     assert (model["eval_samples"], model["eval_decoding"]) == (10, "mixture")
     assert model["reward"]["init_args"]["preset"] == "paper"
     mixture = model["mixture"]
-    assert mixture["class_path"] == "motg_lightning.mixture.Dirichlet"
+    assert mixture["class_path"] == "motg_lightning.rules.Dirichlet"
     assert {name: mixture["init_args"][name] for name in ("k", "temperature", "alpha", "likelihood")} == {
         "k": 2, "temperature": 0.9, "alpha": 1.0, "likelihood": "representative"}
     # The paper's 4 accumulated one-prompt losses add up to 4 x this batch mean: its AdamW step
@@ -177,9 +177,9 @@ def test_every_option_has_its_own_help_line_in_plain_words():
     rule's own `--model.mixture.help` page) has help text, and no Sphinx markup leaks into it."""
     from jsonargparse import ArgumentParser
 
-    from motg_lightning.data import TaskSpec
-    from motg_lightning.mixture import MixtureRule
-    from motg_lightning.rewards import RewardFunction
+    from motg_lightning.lightning.data import TaskSpec
+    from motg_lightning.rules.base import MixtureRule
+    from motg_lightning.rewards.scoring import RewardFunction
 
     parser = fit_parser()
     options = {action.dest: action.help for action in parser._actions
@@ -230,7 +230,7 @@ def test_other_errors_keep_their_traceback(monkeypatch):
     def broken(args=None):
         raise RuntimeError("a bug, not a setting")
 
-    monkeypatch.setattr("motg_lightning.cli.main", broken)
+    monkeypatch.setattr("motg_lightning.lightning.cli.main", broken)
     with pytest.raises(RuntimeError, match="a bug, not a setting"):
         command_line([])
 
@@ -239,8 +239,8 @@ def test_progress_bar_counts_optimizer_steps_of_max_steps_from_the_resumed_step(
     """Issue 12: the training bar counts steps out of trainer.max_steps (not batches of an epoch
     out of -2), 2/4 → 4/4 after resuming at step 2, with a step rate; Rich's bar (Lightning's
     default where rich is installed) and TQDM's alike; enable_progress_bar=false keeps it off."""
-    from motg_lightning.progress import StepTQDMProgressBar
-    from motg_lightning.rich_progress import StepRichProgressBar
+    from motg_lightning.lightning.progress import StepTQDMProgressBar
+    from motg_lightning.lightning.rich_progress import StepRichProgressBar
 
     quiet = fit(tmp_path / "first", "--trainer.limit_val_batches=0")  # smoke.yaml turns the bar off
     assert quiet.trainer.progress_bar_callback is None

@@ -1,6 +1,6 @@
 import pytest
 
-from motg_lightning.data import ReasoningGymDataModule, TaskSpec, collate_prompts
+from motg_lightning.lightning.data import ReasoningGymDataModule, TaskSpec, collate_prompts
 from motg_lightning.models import TINY_MODEL
 
 EASY = TaskSpec("basic_arithmetic", config={"max_terms": 2, "max_digits": 1})
@@ -95,7 +95,7 @@ def test_tasks_whose_config_has_no_checks_are_accepted():
 
 
 def test_missing_chat_template_is_reported(monkeypatch):
-    import motg_lightning.data as data
+    import motg_lightning.lightning.data as data
 
     original = data.load_tokenizer
 

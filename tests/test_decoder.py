@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch._dynamo.testing import CompileCounter
 
-from motg_lightning.decoder import Decoder
-from motg_lightning.mixture import Dirichlet, Discrete
-from motg_lightning.rollout import generate
+from motg_lightning.rollout.decoder import Decoder
+from motg_lightning.rules.paper import Dirichlet, Discrete
+from motg_lightning.rollout.generate import generate
 
 
 def _same_rollouts(first, second):

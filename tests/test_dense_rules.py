@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from motg_lightning.dense_rules import Gaussian, MixtureOfInputs, embedding_rms, normalised_entropy
-from motg_lightning.mixture import MixtureStep
+from motg_lightning.rules.dense import Gaussian, MixtureOfInputs, embedding_rms, normalised_entropy
+from motg_lightning.rules.base import MixtureStep
 
 from helpers import EMBEDDING, VOCAB, random_log_probs
 

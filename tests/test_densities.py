@@ -1,6 +1,6 @@
 import torch
 
-from motg_lightning.densities import dirichlet_log_density, log_gamma_sample
+from motg_lightning.rules.densities import dirichlet_log_density, log_gamma_sample
 
 
 def test_dirichlet_log_density_over_the_kept_slots_is_torchs_dirichlet_of_those_slots():

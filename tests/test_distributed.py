@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from ddp_probe import probe_environment, read_ranks
-from motg_lightning.distributed import finished_everywhere, layer_classes, max_over_ranks, world_size
+from motg_lightning.collectives import finished_everywhere, max_over_ranks, world_size
+from motg_lightning.lightning.distributed import layer_classes
 from motg_lightning.models import TINY_MODEL, load_causal_lm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,7 +111,7 @@ def test_fsdp1_wraps_the_decoder_layers_and_refuses_a_reference_model():
     import yaml
     from lightning.pytorch.strategies import FSDPStrategy
 
-    from motg_lightning.module import MoTGRPOModule
+    from motg_lightning.lightning.module import MoTGRPOModule
 
     overlay = yaml.safe_load((ROOT / "configs" / "strategy" / "fsdp.yaml").read_text())["trainer"]["strategy"]
     strategy = FSDPStrategy(**overlay["init_args"])
@@ -134,7 +135,7 @@ def test_fsdp1_finds_the_decoder_layers_of_qwen2():
     from transformers import Qwen2Config, Qwen2ForCausalLM
     from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
-    from motg_lightning.distributed import fsdp1_wrap_policy
+    from motg_lightning.lightning.distributed import fsdp1_wrap_policy
 
     config = Qwen2Config(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=3, num_attention_heads=2,
                          num_key_value_heads=1)
@@ -150,8 +151,8 @@ def test_fsdp1_finds_the_decoder_layers_of_qwen2():
 
 def test_padding_micro_batches_for_other_ranks_changes_nothing(tmp_path, monkeypatch):
     """The extra micro-batches a rank runs to match the busiest rank carry no weight."""
-    import motg_lightning.module as module_file
-    from motg_lightning.cli import main
+    import motg_lightning.lightning.module as module_file
+    from motg_lightning.lightning.cli import main
 
     def trained(name, *extra):
         cli = main(["fit", "--config", str(ROOT / "configs" / "smoke.yaml"), f"--trainer.default_root_dir={tmp_path / name}",

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from motg_lightning.dynamic_sampling import RefillPrompts, dynamic_sample
-from motg_lightning.rewards import RewardOutput
-from motg_lightning.rollout import Rollout
+from motg_lightning.grpo.dynamic_sampling import RefillPrompts, dynamic_sample
+from motg_lightning.rewards.scoring import RewardOutput
+from motg_lightning.rollout.record import Rollout
 
 
 def fake_rollout(rows: int, steps: int, tag: int) -> Rollout:

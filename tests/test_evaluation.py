@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from motg_lightning.evaluation import EvaluationMetrics, evaluation_rule
-from motg_lightning.mixture import Dirichlet, Discrete, Greedy
+from motg_lightning.evaluation.held_out import EvaluationMetrics, evaluation_rule
+from motg_lightning.rules.paper import Dirichlet, Discrete, Greedy
 
 from helpers import EMBEDDING, random_log_probs
 

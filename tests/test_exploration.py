@@ -3,9 +3,14 @@ import math
 import pytest
 import torch
 
-from motg_lightning.exploration import hidden_state_entropy, matrix_entropy, profile_by_step, token_exploration
-from motg_lightning.mixture import Dirichlet
-from motg_lightning.rollout import generate
+from motg_lightning.evaluation.exploration import (
+    hidden_state_entropy,
+    matrix_entropy,
+    profile_by_step,
+    token_exploration,
+)
+from motg_lightning.rules.paper import Dirichlet
+from motg_lightning.rollout.generate import generate
 
 
 def test_profile_by_step_averages_masked_steps_per_bucket():
@@ -44,7 +49,7 @@ def test_exploration_script_over_a_checkpoint(tmp_path):
     import sys
     from pathlib import Path
 
-    from motg_lightning.cli import main
+    from motg_lightning.lightning.cli import main
 
     root = Path(__file__).resolve().parents[1]
     main(["fit", "--config", str(root / "configs" / "smoke.yaml"), f"--trainer.default_root_dir={tmp_path}", "--trainer.limit_val_batches=0"])

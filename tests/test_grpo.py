@@ -1,8 +1,14 @@
 import pytest
 import torch
 
-from motg_lightning.grpo import (
-    aggregate_loss, clipped_surrogate, group_advantages, high_entropy_mask, k3_kl, sync_reference, token_mean,
+from motg_lightning.grpo.loss import (
+    aggregate_loss,
+    clipped_surrogate,
+    group_advantages,
+    high_entropy_mask,
+    k3_kl,
+    sync_reference,
+    token_mean,
     zero_variance_groups,
 )
 
@@ -146,7 +152,7 @@ def test_sync_reference_mixes_parameters():
 
 def test_the_entropy_quantile_matches_torch_and_takes_more_values_than_torch_quantile_allows():
     """Gathered over every rank, the counted steps' entropies can pass torch.quantile's 2**24 limit."""
-    from motg_lightning.grpo import linear_quantile
+    from motg_lightning.grpo.loss import linear_quantile
 
     values = torch.randn(1001)
     for q in (0.0, 0.2, 0.5, 0.8, 0.999, 1.0):

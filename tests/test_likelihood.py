@@ -1,11 +1,11 @@
 import pytest
 import torch
 
-from motg_lightning.dense_rules import Gaussian, MixtureOfInputs
-from motg_lightning.likelihood import trajectory_log_likelihood
-from motg_lightning.mixture import Dirichlet, Discrete, ElementwiseMax, Nucleus, Sampled, TopK
-from motg_lightning.related_rules import Gumbel, Multiplex
-from motg_lightning.rollout import generate
+from motg_lightning.rules.dense import Gaussian, MixtureOfInputs
+from motg_lightning.grpo.likelihood import trajectory_log_likelihood
+from motg_lightning.rules.paper import Dirichlet, Discrete, ElementwiseMax, Nucleus, Sampled, TopK
+from motg_lightning.rules.related import Gumbel, Multiplex
+from motg_lightning.rollout.generate import generate
 
 RULES = [
     Discrete(), TopK(), TopK(likelihood="weighted"), Dirichlet(), Dirichlet(likelihood="weighted"),

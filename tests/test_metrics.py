@@ -1,8 +1,8 @@
 import torch
 
-from motg_lightning.metrics import completions_markdown, masked_mean, rollout_metrics
-from motg_lightning.rewards import RewardOutput
-from motg_lightning.rollout import Rollout
+from motg_lightning.evaluation.training_metrics import completions_markdown, masked_mean, rollout_metrics
+from motg_lightning.rewards.scoring import RewardOutput
+from motg_lightning.rollout.record import Rollout
 
 
 def hand_rollout() -> Rollout:

@@ -1,10 +1,8 @@
 import pytest
 import torch
 
-from motg_lightning.mixture import (
-    Dirichlet, ElementwiseMax, MixtureStep, Nucleus, Sampled, TopK, draw_representative, sample_index,
-    weight_entropy,
-)
+from motg_lightning.rules.paper import Dirichlet, ElementwiseMax, Nucleus, Sampled, TopK
+from motg_lightning.rules.base import MixtureStep, draw_representative, sample_index, weight_entropy
 
 from helpers import EMBEDDING, random_log_probs
 

@@ -2,11 +2,11 @@ import lightning as L
 import pytest
 import torch
 
-from motg_lightning.data import ReasoningGymDataModule, TaskSpec
-from motg_lightning.mixture import Sampled
+from motg_lightning.lightning.data import ReasoningGymDataModule, TaskSpec
+from motg_lightning.rules.paper import Sampled
 from motg_lightning.models import TINY_MODEL
-from motg_lightning.module import MoTGRPOModule
-from motg_lightning.rewards import RewardFunction
+from motg_lightning.lightning.module import MoTGRPOModule
+from motg_lightning.rewards.scoring import RewardFunction
 
 REQUIRED_METRICS = [
     "train/reward", "train/reward_std", "train/rewards/correctness/mean", "train/rewards/format/std", "train/accuracy",
@@ -100,7 +100,7 @@ def test_micro_batches_respect_the_token_budget():
 
 def test_micro_batches_are_padded_to_the_busiest_rank(monkeypatch):
     """Another rank has four micro-batches: this one runs four too, the extra ones not counted."""
-    import motg_lightning.module as module_file
+    import motg_lightning.lightning.module as module_file
 
     monkeypatch.setattr(module_file, "max_over_ranks", lambda value, device=None: max(value, 4))
     module = MoTGRPOModule(TINY_MODEL, micro_batch_size=8)
@@ -177,7 +177,7 @@ def test_dynamic_sampling_fills_the_batch_with_groups_that_have_variance():
 
 
 def test_non_finite_updates_are_skipped_then_the_run_stops_with_its_checkpoint(tmp_path, monkeypatch, caplog):
-    import motg_lightning.module as module_file
+    import motg_lightning.lightning.module as module_file
 
     real = module_file.aggregate_loss
 
@@ -279,7 +279,7 @@ def test_dynamic_sampling_resumes_with_the_further_prompts_the_whole_run_drew(tm
     """Where the extra prompts of dynamic sampling have got to is saved in checkpoints."""
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from motg_lightning.dynamic_sampling import RefillPrompts
+    from motg_lightning.grpo.dynamic_sampling import RefillPrompts
 
     drawn = []
     next_batch = RefillPrompts.next_batch

@@ -3,8 +3,8 @@
 import torch
 
 from motg_lightning.models import TINY_MODEL
-from motg_lightning.module import MoTGRPOModule
-from motg_lightning.random_state import TrainingRandomState
+from motg_lightning.lightning.module import MoTGRPOModule
+from motg_lightning.lightning.random_state import TrainingRandomState
 
 CPU = torch.device("cpu")
 
@@ -65,7 +65,7 @@ def test_validation_between_training_steps_changes_no_training_draw():
     import lightning as L
     from ddp_probe import RewardByLength
 
-    from motg_lightning.data import ReasoningGymDataModule, TaskSpec
+    from motg_lightning.lightning.data import ReasoningGymDataModule, TaskSpec
 
     def trained(validate: bool) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         L.seed_everything(0)

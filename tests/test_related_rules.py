@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from motg_lightning.mixture import Dirichlet, MixtureStep
-from motg_lightning.related_rules import Gumbel, Multiplex, gumbel_log_density
+from motg_lightning.rules.paper import Dirichlet
+from motg_lightning.rules.base import MixtureStep
+from motg_lightning.rules.related import Gumbel, Multiplex, gumbel_log_density
 
 from helpers import EMBEDDING
 

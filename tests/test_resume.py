@@ -73,7 +73,7 @@ def test_a_checkpoint_write_cut_short_leaves_no_partial_file(tmp_path, monkeypat
     import torch
 
     from motg_lightning.models import TINY_MODEL
-    from motg_lightning.module import MoTGRPOModule
+    from motg_lightning.lightning.module import MoTGRPOModule
 
     module = MoTGRPOModule(TINY_MODEL, num_generations=2)
     module.configure_model()

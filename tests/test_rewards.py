@@ -7,7 +7,7 @@ import reasoning_gym
 import torch
 from reasoning_gym.composite import DatasetSpec
 
-from motg_lightning.rewards import RewardFunction, format_reward, length_reward, xml_count_reward
+from motg_lightning.rewards.scoring import RewardFunction, format_reward, length_reward, xml_count_reward
 
 ENTRY = reasoning_gym.create_dataset("basic_arithmetic", size=1, seed=3)[0]
 

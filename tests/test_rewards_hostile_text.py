@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from motg_lightning.rewards import RewardFunction, format_reward, xml_count_reward
+from motg_lightning.rewards.scoring import RewardFunction, format_reward, xml_count_reward
 
 ENTRY = reasoning_gym.create_dataset("basic_arithmetic", size=1, seed=3)[0]
 REWARD = RewardFunction(preset="paper")

@@ -1,11 +1,11 @@
 import pytest
 import torch
 
-from motg_lightning.mixture import Dirichlet, Discrete, ElementwiseMax, Nucleus, Sampled, TopK
-from motg_lightning.decoder import prompt_positions
-from motg_lightning.related_rules import Gumbel
-from motg_lightning.dense_rules import Gaussian
-from motg_lightning.rollout import generate
+from motg_lightning.rules.paper import Dirichlet, Discrete, ElementwiseMax, Nucleus, Sampled, TopK
+from motg_lightning.rollout.decoder import prompt_positions
+from motg_lightning.rules.related import Gumbel
+from motg_lightning.rules.dense import Gaussian
+from motg_lightning.rollout.generate import generate
 
 RULES = [Discrete(), TopK(), Dirichlet(), Sampled(likelihood="weighted"), Nucleus(k=3), ElementwiseMax()]
 
@@ -170,8 +170,8 @@ def test_cold_stop_forces_the_answer_after_a_run_of_confident_steps(tiny_model, 
 
 
 def test_concatenated_rollouts_keep_every_row_and_its_likelihood(tiny_model, tokenizer, prompts, make_settings):
-    from motg_lightning.likelihood import trajectory_log_likelihood
-    from motg_lightning.rollout import concatenate
+    from motg_lightning.grpo.likelihood import trajectory_log_likelihood
+    from motg_lightning.rollout.record import concatenate
 
     ids, mask = prompts
     torch.manual_seed(0)
@@ -202,7 +202,7 @@ def test_filters_shape_sampling_but_not_the_recorded_likelihood(tiny_model, prom
 
 
 def test_rule_draws_are_zero_on_steps_that_did_not_mix(tiny_model, prompts, make_settings):
-    from motg_lightning.dense_rules import Gaussian
+    from motg_lightning.rules.dense import Gaussian
 
     ids, mask = prompts
     torch.manual_seed(0)

@@ -4,9 +4,9 @@ soft-token method behind one interface)."""
 import pytest
 import torch
 
-from motg_lightning.dense_rules import Gaussian, MixtureOfInputs
-from motg_lightning.mixture import Dirichlet, Discrete, ElementwiseMax, Nucleus, Sampled, TopK
-from motg_lightning.related_rules import Gumbel, Multiplex
+from motg_lightning.rules.dense import Gaussian, MixtureOfInputs
+from motg_lightning.rules.paper import Dirichlet, Discrete, ElementwiseMax, Nucleus, Sampled, TopK
+from motg_lightning.rules.related import Gumbel, Multiplex
 
 from helpers import EMBEDDING, VOCAB, random_log_probs
 
@@ -99,7 +99,7 @@ def _rule(make, likelihood):
 @pytest.mark.parametrize("filters", FILTERS.values(), ids=FILTERS.keys())
 @pytest.mark.parametrize(("make", "likelihood"), RULES_BY_LIKELIHOOD, ids=lambda v: v if isinstance(v, str) else type(v()).__name__)
 def test_filtered_sampling_mixes_only_kept_tokens_and_scores_finitely(make, likelihood, filters):
-    from motg_lightning.sampling_filters import filter_log_probs
+    from motg_lightning.rules.filters import filter_log_probs
 
     rule = _rule(make, likelihood)
     torch.manual_seed(0)
@@ -127,8 +127,8 @@ def test_filtered_rollouts_score_as_they_were_generated_with_finite_gradients(
     generating (so the ratio is 1 at θ = θ_old), and every gradient is finite."""
     from dataclasses import replace
 
-    from motg_lightning.likelihood import trajectory_log_likelihood
-    from motg_lightning.rollout import generate
+    from motg_lightning.grpo.likelihood import trajectory_log_likelihood
+    from motg_lightning.rollout.generate import generate
 
     rule = _rule(make, likelihood)
     rule.temperature = 0.02  # the tiny random model is nearly uniform: sharpen it so the filters cut the top k

@@ -5,13 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from motg_lightning.cli import MoTGRPOCLI
-from motg_lightning.data import ReasoningGymDataModule
-from motg_lightning.module import MoTGRPOModule
-from motg_lightning.rule_switch import inherited_rule_options, switched_class
+from motg_lightning.lightning.cli import MoTGRPOCLI
+from motg_lightning.lightning.data import ReasoningGymDataModule
+from motg_lightning.lightning.module import MoTGRPOModule
+from motg_lightning.lightning.rule_switch import inherited_rule_options, switched_class
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLED = "motg_lightning.mixture.Sampled"
+SAMPLED = "motg_lightning.rules.Sampled"
 
 
 @pytest.mark.parametrize(("args", "expected"), [

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from motg_lightning.sampling_filters import filter_log_probs, validate_filters
+from motg_lightning.rules.filters import filter_log_probs, validate_filters
 
 
 def test_top_p_keeps_the_smallest_nucleus_and_renormalises():

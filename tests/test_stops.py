@@ -6,7 +6,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from motg_lightning.models import EMBEDDED_MODEL, load_tokenizer
-from motg_lightning.stops import TokenPatterns, marker_automaton
+from motg_lightning.rollout.stops import TokenPatterns, marker_automaton
 
 MARKERS = ("</think>", "</answer>")
 # Single characters, so the markers can be spelled character by character, and merged pieces that

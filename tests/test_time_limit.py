@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from motg_lightning.time_limit import ScorerTimeout, call_with_time_limit
+from motg_lightning.rewards.time_limit import ScorerTimeout, call_with_time_limit
 
 
 def hang():

@@ -21,28 +21,42 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 from lightning.pytorch.strategies import FSDPStrategy
 
-from .exploration import exploration_metrics, token_exploration
-from .evaluation import EvalDecoding, EvaluationMetrics, evaluation_rule
-from .grpo import (
-    LossType, ScaleRewards, aggregate_loss, clipped_surrogate, group_advantages, high_entropy_mask, k3_kl,
-    sync_reference, token_mean,
+from ..evaluation.exploration import exploration_metrics, token_exploration
+from ..evaluation.held_out import EvalDecoding, EvaluationMetrics, evaluation_rule
+from ..grpo.loss import (
+    LossType,
+    ScaleRewards,
+    aggregate_loss,
+    clipped_surrogate,
+    group_advantages,
+    high_entropy_mask,
+    k3_kl,
+    sync_reference,
+    token_mean,
 )
 from .distributed import (
-    fsdp1_wrap_policy, gather_objects, gather_rows, layer_classes, max_over_ranks, register_forward_method, shard_fully,
-    unsharded_for_generation, world_size,
+    fsdp1_wrap_policy,
+    layer_classes,
+    register_forward_method,
+    shard_fully,
+    unsharded_for_generation,
 )
-from .dynamic_sampling import RefillPrompts, dynamic_sample
-from .likelihood import SHARDED_METHOD, log_likelihood_of_steps, trajectory_log_likelihood
-from .metrics import completions_markdown, rollout_metrics
-from .mixture import Dirichlet, MixtureRule
-from .models import EMBEDDED_MODEL, DType, load_causal_lm, load_tokenizer
-from .module_options import check_options
+from ..collectives import gather_objects, gather_rows, max_over_ranks, world_size
+from ..grpo.dynamic_sampling import RefillPrompts, dynamic_sample
+from ..grpo.likelihood import SHARDED_METHOD, log_likelihood_of_steps, trajectory_log_likelihood
+from ..evaluation.training_metrics import completions_markdown, rollout_metrics
+from ..rules.paper import Dirichlet
+from ..rules.base import MixtureRule
+from ..models import EMBEDDED_MODEL, DType, load_causal_lm, load_tokenizer
+from .options import check_options
 from .optimization import configure_optimization
 from .progress import step_progress_bar
 from .random_state import TrainingRandomState
-from .rewards import RewardFunction, RewardOutput, format_reward
-from .rollout import Rollout, RolloutSettings, eval_mode, generate
-from .stops import TokenPatterns
+from ..rewards.scoring import RewardFunction, RewardOutput, format_reward
+from ..rollout.record import Rollout, eval_mode
+from ..rollout.settings import RolloutSettings
+from ..rollout.generate import generate
+from ..rollout.stops import TokenPatterns
 
 
 log = logging.getLogger(__name__)
@@ -292,7 +306,7 @@ class MoTGRPOModule(L.LightningModule):
 
     def configure_callbacks(self) -> list[L.Callback]:
         """Lightning's default progress bar, if the trainer has one, replaced by one that counts
-        optimizer steps of ``trainer.max_steps`` (:mod:`motg_lightning.progress`)."""
+        optimizer steps of ``trainer.max_steps`` (:mod:`motg_lightning.lightning.progress`)."""
         bar = step_progress_bar(self.trainer.progress_bar_callback)
         return [bar] if bar is not None else []
 
@@ -497,7 +511,7 @@ class MoTGRPOModule(L.LightningModule):
 
     def _log_exploration(self, rollout: Rollout) -> None:
         """Entropies along the reasoning and hidden-state entropy per layer
-        (:func:`motg_lightning.exploration.exploration_metrics`). This process's values: the
+        (:func:`motg_lightning.evaluation.exploration.exploration_metrics`). This process's values: the
         names present can differ between processes, so they are not averaged across them."""
         with unsharded_for_generation(self.policy), eval_mode(self.policy):
             values = exploration_metrics(self.policy, self.mixture, rollout, EXPLORATION_BUCKETS)

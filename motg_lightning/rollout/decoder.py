@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from transformers import Cache, DynamicCache, PreTrainedModel, StaticCache
 
-from .mixture import MixtureRule, MixtureStep
+from ..rules.base import MixtureRule, MixtureStep
 
 
 def prompt_positions(prompt_mask: Tensor) -> Tensor:

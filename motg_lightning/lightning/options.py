@@ -1,13 +1,13 @@
-"""Start-up checks of :class:`motg_lightning.module.MoTGRPOModule`'s options: each impossible value
+"""Start-up checks of :class:`motg_lightning.lightning.module.MoTGRPOModule`'s options: each impossible value
 is refused before any model is loaded, the message starting with the field as a config names it."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from .decoder import check_compile_mode
-from .models import check_model_name
-from .sampling_filters import validate_filters
+from ..rollout.decoder import check_compile_mode
+from ..models import check_model_name
+from ..rules.filters import validate_filters
 
 
 def check_options(o: Any) -> None:

@@ -19,7 +19,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .mixture import Likelihood, MixtureRule, MixtureStep, draw_representative, kept_log_probs, sample_index
+from .base import Likelihood, MixtureRule, MixtureStep, draw_representative, kept_log_probs, sample_index
 
 
 def embedding_rms(embedding: nn.Module) -> Tensor:

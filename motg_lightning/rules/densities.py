@@ -1,4 +1,4 @@
-"""Sampler and log-density of the Dirichlet weights of :class:`motg_lightning.mixture.Dirichlet`,
+"""Sampler and log-density of the Dirichlet weights of :class:`motg_lightning.rules.Dirichlet`,
 over the slots a top-p / min-p filter kept (CoT2's density, arXiv 2505.23648)."""
 
 from __future__ import annotations

@@ -20,7 +20,8 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from .mixture import Discrete, Greedy, MixtureRule
+from ..rules.paper import Discrete, Greedy
+from ..rules.base import MixtureRule
 
 EvalDecoding = Literal["mixture", "sample", "greedy"]
 OVERALL = "all"

@@ -9,7 +9,7 @@ slower). Validation and test bars are Lightning's; with ``max_steps=-1`` (traini
 epochs) the training bar is Lightning's too.
 
 :func:`step_progress_bar` picks the replacement of the trainer's default bar, TQDM's here and
-Rich's in :mod:`motg_lightning.rich_progress`; the module returns it from
+Rich's in :mod:`motg_lightning.lightning.rich_progress`; the module returns it from
 ``configure_callbacks``, so a plain ``L.Trainer`` gets it, and ``enable_progress_bar=false`` or a
 custom bar is left as it is.
 """

@@ -17,9 +17,9 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel
 
-from .mixture import MixtureRule, MixtureStep
-from .decoder import in_compute_dtype
-from .rollout import Rollout
+from ..rules.base import MixtureRule, MixtureStep
+from ..rollout.decoder import in_compute_dtype
+from ..rollout.record import Rollout
 
 
 def score_steps(rule: MixtureRule, logits: Tensor, step: MixtureStep, thinking: Tensor, embedding: nn.Module) -> Tensor:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .grpo import zero_variance_groups
-from .rewards import RewardOutput
-from .rollout import Rollout
+from ..grpo.loss import zero_variance_groups
+from ..rewards.scoring import RewardOutput
+from ..rollout.record import Rollout
 
 
 def masked_mean(values: Tensor, mask: Tensor) -> Tensor:

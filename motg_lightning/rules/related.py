@@ -15,8 +15,15 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from .mixture import (
-    Likelihood, MixtureRule, MixtureStep, draw_representative, gumbel_noise_like, kept_log_probs, renormalise, sample_index,
+from .base import (
+    Likelihood,
+    MixtureRule,
+    MixtureStep,
+    draw_representative,
+    gumbel_noise_like,
+    kept_log_probs,
+    renormalise,
+    sample_index,
 )
 
 

@@ -1,4 +1,4 @@
-"""The Rich version of :mod:`motg_lightning.progress`'s step-counting bar (Lightning's default bar
+"""The Rich version of :mod:`motg_lightning.lightning.progress`'s step-counting bar (Lightning's default bar
 when ``rich`` is installed); imported only then."""
 
 from __future__ import annotations

@@ -15,10 +15,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, DistributedSampler
 
-from .grpo import zero_variance_groups
-from .resumable_loader import ResumableDataLoader
-from .rewards import RewardOutput
-from .rollout import Rollout, concatenate
+from .loss import zero_variance_groups
+from ..lightning.resumable_loader import ResumableDataLoader
+from ..rewards.scoring import RewardOutput
+from ..rollout.record import Rollout, concatenate
 
 Scored = tuple[Rollout, list[str], list[dict], RewardOutput, float]
 

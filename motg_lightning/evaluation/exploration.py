@@ -22,9 +22,9 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedModel
 
-from .decoder import in_compute_dtype
-from .mixture import MixtureRule
-from .rollout import Rollout
+from ..rollout.decoder import in_compute_dtype
+from ..rules.base import MixtureRule
+from ..rollout.record import Rollout
 
 
 def profile_by_step(values: Tensor, mask: Tensor, buckets: int) -> Tensor:

@@ -22,7 +22,7 @@ from reasoning_gym.composite import DatasetSpec
 from reasoning_gym.factory import DATASETS
 from torch.utils.data import DataLoader
 
-from .models import EMBEDDED_MODEL, load_tokenizer
+from ..models import EMBEDDED_MODEL, load_tokenizer
 from .resumable_loader import ResumableDataLoader
 
 log = logging.getLogger(__name__)

@@ -3,15 +3,15 @@
 * Every rank rolls out its own prompts, each with its whole group, so group statistics are exact
   without communication; the loss normaliser and logged metrics are reduced, and the statistics
   TRL takes over the whole batch (the ``batch`` reward std, the entropy quantile) are taken over
-  every rank's rows, gathered by :func:`gather_rows`.
+  every rank's rows, gathered by :func:`motg_lightning.collectives.gather_rows`.
 * FSDP1 (Lightning's ``FSDPStrategy``) wraps each decoder layer with the policy
   :func:`fsdp1_wrap_policy` gives it.
 * With sharded parameters every forward is a collective, so ranks must run the same number of
-  decode steps: :func:`finished_everywhere` stops a rollout only when every rank is done (as
+  decode steps: :func:`motg_lightning.collectives.finished_everywhere` stops a rollout only when every rank is done (as
   ``synced_gpus`` does in Hugging Face ``generate``).
 * FSDP2 (:class:`FSDP2Strategy`, Lightning's ``ModelParallelStrategy`` without tensor
-  parallelism) shards in the module's ``configure_model`` with :func:`shard_fully`; :func:`unsharded_for_generation` keeps the gathered parameters for the
-  whole rollout instead of gathering them again at every decode step.
+  parallelism) shards in the module's ``configure_model`` with :func:`shard_fully`;
+  :func:`unsharded_for_generation` keeps the gathered parameters for the whole rollout instead of gathering them again at every decode step.
 """
 
 from __future__ import annotations
@@ -22,25 +22,10 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
-import torch
-import torch.distributed as dist
 from lightning.fabric.plugins.collectives.torch_collective import default_pg_timeout
 from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
-from torch import Tensor, nn
+from torch import nn
 from torch.distributed.fsdp.wrap import ModuleWrapPolicy
-
-
-def world_size() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def finished_everywhere(finished: Tensor) -> bool:
-    """Whether every sequence on every rank has stopped (one small all-reduce when distributed)."""
-    done = finished.all()
-    if world_size() > 1:
-        done = done.to(torch.int32)
-        dist.all_reduce(done, op=dist.ReduceOp.MIN)
-    return bool(done)
 
 
 def layer_classes(model: nn.Module, names: Sequence[str] | None) -> tuple[type[nn.Module], ...]:
@@ -117,40 +102,6 @@ def unsharded_for_generation(model: nn.Module) -> Iterator[None]:
         for module in sharded:
             module.reshard()
             module.set_reshard_after_forward(True)
-
-
-def gather_rows(values: Tensor) -> Tensor:
-    """Every rank's 1-D ``values`` (of any length) concatenated in rank order, for statistics
-    over the whole batch such as TRL's (``values`` itself when not distributed). With NCCL the
-    values must be on the rank's GPU."""
-    if world_size() == 1:
-        return values
-    count = torch.tensor([values.numel()], dtype=torch.int64, device=values.device)
-    counts = [torch.zeros_like(count) for _ in range(world_size())]
-    dist.all_gather(counts, count)
-    padded = values.new_zeros(int(max(counts)))
-    padded[: values.numel()] = values
-    parts = [torch.zeros_like(padded) for _ in range(world_size())]
-    dist.all_gather(parts, padded)
-    return torch.cat([part[: int(n)] for part, n in zip(parts, counts)])
-
-
-def gather_objects(value: Any) -> list[Any]:
-    """Every rank's picklable ``value``, in rank order (``[value]`` when not distributed)."""
-    if world_size() == 1:
-        return [value]
-    gathered: list[Any] = [None] * world_size()
-    dist.all_gather_object(gathered, value)
-    return gathered
-
-
-def max_over_ranks(value: int, device: torch.device | None = None) -> int:
-    """The largest ``value`` of any rank (``value`` itself when not distributed)."""
-    if world_size() == 1:
-        return value
-    tensor = torch.tensor(value, dtype=torch.int64, device=device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return int(tensor)
 
 
 class FSDP2Strategy(ModelParallelStrategy):

@@ -1,0 +1,131 @@
+"""What a rollout records (:class:`Rollout`): for every step its support, weights,
+representative token, phase and forced flag, so the loss can rebuild exactly the input embeddings
+the model saw (:meth:`Rollout.input_embeddings`); joining rollouts (:func:`concatenate`) and the
+evaluation mode generation runs in (:func:`eval_mode`)."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from .decoder import prompt_positions
+from ..rules.base import MixtureRule, MixtureStep
+
+
+@dataclass
+class Rollout:
+    """A batch of generated trajectories. ``N`` sequences, prompt length ``P``, ``T`` steps.
+
+    Attributes:
+        prompt_ids, prompt_mask: ``[N, P]`` left-padded prompts.
+        tokens: ``[N, T]`` representative tokens (the text); ``pad_id`` after a sequence stops.
+        support, weights: ``[N, T, k]`` each step's support and weights. Ordinary (answer-phase
+            or forced) steps hold their token in every slot with weights ``(1, 0, ..., 0)``.
+        thinking: ``[N, T]`` the step mixed tokens (thinking phase, not forced).
+        forced: ``[N, T]`` the token was appended by budget forcing, not sampled.
+        completion_mask: ``[N, T]`` the step belongs to the completion (up to and including EOS).
+        truncated: ``[N]`` the sequence hit ``max_new_tokens`` without stopping.
+        log_likelihood: ``[N, T]`` step log-likelihood under the policy while generating.
+        entropy: ``[N, T]`` entropy of the tempered next-token distribution.
+        weight_entropy: ``[N, T]`` entropy of the mixture weights.
+        extras: per-step tensors ``[N, T, ...]`` a rule recorded for its likelihood.
+    """
+
+    prompt_ids: Tensor
+    prompt_mask: Tensor
+    tokens: Tensor
+    support: Tensor
+    weights: Tensor
+    thinking: Tensor
+    forced: Tensor
+    completion_mask: Tensor
+    truncated: Tensor
+    log_likelihood: Tensor
+    entropy: Tensor
+    weight_entropy: Tensor
+    extras: dict[str, Tensor] = field(default_factory=dict)
+
+    @property
+    def loss_mask(self) -> Tensor:
+        """Steps the policy chose itself: completion steps that were not forced."""
+        return self.completion_mask & ~self.forced
+
+    def step(self) -> MixtureStep:
+        """The recorded steps as a :class:`MixtureStep` of shape ``[N, T, ...]``."""
+        return MixtureStep(self.support, self.weights, self.tokens, dict(self.extras))
+
+    def select(self, rows: slice | Tensor) -> "Rollout":
+        """The rollout restricted to some rows (a micro-batch)."""
+        values = {name: getattr(self, name)[rows] for name in self.__dataclass_fields__ if name != "extras"}
+        return Rollout(**values, extras={name: value[rows] for name, value in self.extras.items()})
+
+    def position_ids(self) -> Tensor:
+        """``[N, P + T]`` positions: prompts count from their first real token."""
+        prompt = prompt_positions(self.prompt_mask)
+        steps = torch.arange(1, self.tokens.shape[1] + 1, device=self.tokens.device)
+        return torch.cat([prompt, prompt[:, -1:] + steps], dim=1)
+
+    def attention_mask(self) -> Tensor:
+        """``[N, P + T]``: prompt padding hidden; steps after a stop are masked by the loss."""
+        return torch.cat([self.prompt_mask.long(), torch.ones_like(self.tokens)], dim=1)
+
+    def input_embeddings(self, embedding: nn.Module, rule: MixtureRule) -> Tensor:
+        """``[N, P + T - 1, D]``: prompt embeddings then the inputs ``e_1 … e_{T-1}`` of the steps,
+        rebuilt from the record (differentiable through the embedding matrix, except the mixed
+        inputs of a rule whose likelihood treats them as data: :attr:`MixtureRule.detaches_inputs`)."""
+        steps = rule.embed(embedding, self.step().steps(slice(None, -1)))
+        if rule.detaches_inputs:
+            steps = torch.where(self.thinking[:, :-1, None], steps.detach(), steps)
+        return torch.cat([embedding(self.prompt_ids), steps], dim=1)
+
+
+def concatenate(parts: list[Rollout]) -> Rollout:
+    """Rows of several rollouts in one, prompts left-padded and steps right-padded to fit.
+
+    Padding steps are outside the completion and hold token 0 with weights ``(1, 0, ...)``, so
+    their rebuilt input is a plain token embedding.
+    """
+    prompt_length = max(part.prompt_ids.shape[1] for part in parts)
+    steps = max(part.tokens.shape[1] for part in parts)
+
+    def pad(value: Tensor, width: int, dim: int, left: bool, fill: float) -> Tensor:
+        missing = width - value.shape[dim]
+        if missing == 0:
+            return value
+        shape = list(value.shape)
+        shape[dim] = missing
+        filler = torch.full(shape, fill, dtype=value.dtype, device=value.device)
+        return torch.cat([filler, value] if left else [value, filler], dim=dim)
+
+    def join(values: list[Tensor], width: int | None, left: bool = False, fill: float = 0) -> Tensor:
+        return torch.cat([value if width is None else pad(value, width, 1, left, fill) for value in values])
+
+    fields = {
+        "prompt_ids": join([p.prompt_ids for p in parts], prompt_length, left=True),
+        "prompt_mask": join([p.prompt_mask for p in parts], prompt_length, left=True, fill=False),
+        "truncated": join([p.truncated for p in parts], None),
+    }
+    for name in ("tokens", "support", "thinking", "forced", "completion_mask", "log_likelihood", "entropy", "weight_entropy"):
+        fields[name] = join([getattr(p, name) for p in parts], steps)
+    def padded_weights(weights: Tensor) -> Tensor:
+        padded = pad(weights, steps, 1, False, 0.0)
+        padded[:, weights.shape[1] :, 0] = 1.0  # a padding step is its token alone
+        return padded
+
+    fields["weights"] = torch.cat([padded_weights(p.weights) for p in parts])
+    extras = {name: join([p.extras[name] for p in parts], steps) for name in parts[0].extras}
+    return Rollout(**fields, extras=extras)
+
+
+@contextmanager
+def eval_mode(model: nn.Module):
+    """Evaluation mode for generation (dropout off, KV cache allowed with gradient checkpointing)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
