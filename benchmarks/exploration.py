@@ -24,7 +24,8 @@ import torch  # noqa: E402
 
 from motg_lightning.lightning.data import ReasoningGymDataModule  # noqa: E402
 from motg_lightning.evaluation.exploration import hidden_state_entropy, profile_by_step, token_exploration  # noqa: E402
-from motg_lightning.lightning.module import EXPLORATION_BUCKETS, MoTGRPOModule  # noqa: E402
+from motg_lightning.lightning.module import MoTGRPOModule  # noqa: E402
+from motg_lightning.lightning.step_logging import EXPLORATION_BUCKETS  # noqa: E402
 
 
 def load_rule(path: str):
@@ -42,14 +43,15 @@ def measure(checkpoint: Path, groups: int, rule_path: str | None, seed: int) -> 
     data = ReasoningGymDataModule(**{**data_options, "eval_batch_size": groups})
     data.setup("validate")
     batch = next(iter(data.val_dataloader()))
-    rollout, *_ = module.rollout(batch, module.hparams.num_generations, rule=rule)
+    group_size = module.options.grpo.num_generations
+    rollout = module.roll_out(batch, group_size, rule=rule).rollout
     thinking = rollout.thinking & rollout.completion_mask
     return {
         "checkpoint": str(checkpoint), "rule": repr(rule), "groups": len(batch["entries"]),
-        "group_size": module.hparams.num_generations,
+        "group_size": group_size,
         "entropy_by_step": profile_by_step(rollout.entropy, thinking, EXPLORATION_BUCKETS).tolist(),
         "weight_entropy_by_step": profile_by_step(rollout.weight_entropy, thinking, EXPLORATION_BUCKETS).tolist(),
-        **token_exploration(rollout.tokens, thinking, module.hparams.num_generations),
+        **token_exploration(rollout.tokens, thinking, group_size),
         "hidden_entropy_by_layer": hidden_state_entropy(module.policy.eval(), rule, rollout).tolist(),
     }
 

@@ -17,7 +17,7 @@ for strategy in ddp fsdp fsdp2; do
     start=$(date +%s.%N)
     MOTG_PROBE_DIR="$dir" PYTHONPATH="tests:$PWD${PYTHONPATH:+:$PYTHONPATH}" python3 main.py fit \
         --config configs/default.yaml --config "configs/strategy/$strategy.yaml" --trainer.devices="$gpus" \
-        --model.model_name_or_path=random:SmolLM2-135M-Instruct --model.beta=$beta \
+        --model.model_name_or_path=random:SmolLM2-135M-Instruct --model.grpo.beta=$beta \
         --trainer.max_steps=4 --trainer.limit_val_batches=0 --trainer.enable_progress_bar=false \
         --trainer.callbacks=[ddp_probe.RankProbe] --trainer.logger=false --trainer.default_root_dir="$dir" \
         > "$dir/log.txt" 2>&1
@@ -39,7 +39,7 @@ PY
     if [ -z "$checkpoint" ]; then echo "$strategy: no checkpoint saved under $dir/checkpoints"; status=1; continue; fi
     python3 main.py validate \
         --config configs/default.yaml --config "configs/strategy/$strategy.yaml" --trainer.devices="$gpus" \
-        --model.model_name_or_path=random:SmolLM2-135M-Instruct --model.beta=$beta \
+        --model.model_name_or_path=random:SmolLM2-135M-Instruct --model.grpo.beta=$beta \
         --trainer.limit_val_batches=1 --trainer.enable_progress_bar=false --trainer.callbacks=[] \
         --trainer.logger=false --trainer.default_root_dir="$dir" --ckpt_path="$checkpoint" > "$dir/validate.txt" 2>&1
     if [ $? -ne 0 ]; then echo "$strategy: validate --ckpt_path FAILED (tail of $dir/validate.txt)"; tail -n 25 "$dir/validate.txt"; status=1

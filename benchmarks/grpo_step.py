@@ -23,7 +23,10 @@ from pathlib import Path
 import torch
 from method_processes import measure_each, write_results
 
-METHODS = {"trl": None, "discrete": "Discrete", "dirichlet": "Dirichlet", "sampled": "Sampled"}
+from motg_lightning.rules import REGISTRY
+
+METHODS = ["trl", *REGISTRY]  # TRL's trainer, then every registered rule at its defaults and τ = 0.9
+DEFAULT_METHODS = ["trl", "discrete", "dirichlet", "sampled"]
 
 
 def items(args, tokenizer) -> list[dict]:
@@ -92,10 +95,10 @@ def run_ours(args) -> tuple[list[float], list[float]]:
     import lightning as L
     from torch.utils.data import DataLoader
 
-    from motg_lightning import mixture
     from motg_lightning.lightning.data import collate_prompts
     from motg_lightning.models import load_tokenizer
     from motg_lightning.lightning.module import MoTGRPOModule
+    from motg_lightning.lightning.options import GRPOOptions, MemoryOptions, RolloutOptions
 
     tokenizer = load_tokenizer(args.model)
     rows = items(args, tokenizer)
@@ -114,11 +117,13 @@ def run_ours(args) -> tuple[list[float], list[float]]:
             self.lengths.append(float(trainer.callback_metrics["train/completion_length/mean"]))
 
     clock = Clock()
-    rule = getattr(mixture, METHODS[args.method])(temperature=0.9)
+    rule = REGISTRY[args.method].rule(temperature=0.9)
     module = MoTGRPOModule(
-        args.model, mixture=rule, num_generations=args.group_size, max_new_tokens=args.new_tokens, stop_strings=(),
-        beta=args.beta, micro_batch_size=args.group_size * args.prompts_per_step, dtype=args.dtype,
-        gradient_checkpointing=args.gradient_checkpointing, compile_decode=args.compile_decode,
+        args.model, dtype=args.dtype, mixture=rule,
+        rollout=RolloutOptions(max_new_tokens=args.new_tokens, stop_strings=[], compile_decode=args.compile_decode),
+        grpo=GRPOOptions(num_generations=args.group_size, beta=args.beta),
+        memory=MemoryOptions(micro_batch_size=args.group_size * args.prompts_per_step,
+                             gradient_checkpointing=args.gradient_checkpointing),
         optimizer=lambda params: torch.optim.AdamW(params, lr=1e-6, fused=True),  # TRL's default optimizer
     )
     module.configure_model()
@@ -147,7 +152,8 @@ def main() -> None:
                         help="on both sides (TRL's GRPOConfig turns it on by default)")
     parser.add_argument("--compile-decode", default=None, metavar="MODE",
                         help="torch.compile mode of our rollout's decode step, e.g. reduce-overhead (CUDA graphs)")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, choices=METHODS,
+                        help="trl and any rule of motg_lightning.rules.REGISTRY (default: %(default)s)")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/grpo_step.json"))
     parser.add_argument("--method", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -162,10 +168,10 @@ def main() -> None:
     trl = next((r for r in results if r["method"] == "trl"), None)
     print(f"\nmodel {args.model}, {args.device}, {args.dtype}, {args.prompts_per_step} prompt(s) x {args.group_size} "
           f"x {args.new_tokens} tokens, beta {args.beta}, gradient checkpointing {args.gradient_checkpointing}")
-    print(f"{'method':<12}{'s/step':>8}{'vs TRL':>9}{'peak MiB':>10}{'mean len':>10}")
+    print(f"{'method':<20}{'s/step':>8}{'vs TRL':>9}{'peak MiB':>10}{'mean len':>10}")
     for row in results:
         row["time_vs_trl"] = row["seconds_per_step"] / trl["seconds_per_step"] if trl else float("nan")
-        print(f"{row['method']:<12}{row['seconds_per_step']:>8.2f}{row['time_vs_trl']:>8.2f}x"
+        print(f"{row['method']:<20}{row['seconds_per_step']:>8.2f}{row['time_vs_trl']:>8.2f}x"
               f"{row['peak_memory_mib']:>10.0f}{row['mean_completion_length']:>10.1f}")
     write_results(args.json, args, results)
 

@@ -23,18 +23,8 @@ from pathlib import Path
 import torch
 from method_processes import measure_each, write_results
 
-RULES = {  # benchmark name -> (module.class under motg_lightning, its options)
-    "discrete": ("mixture.Discrete", {}),
-    "topk": ("mixture.TopK", {"k": 2}),
-    "dirichlet": ("mixture.Dirichlet", {"k": 2}),
-    "sampled": ("mixture.Sampled", {"k": 2}),
-    "nucleus": ("mixture.Nucleus", {"k": 2}),
-    "elementwise_max": ("mixture.ElementwiseMax", {"k": 2}),
-    "gumbel": ("related_rules.Gumbel", {"k": 2}),
-    "multiplex": ("related_rules.Multiplex", {"k": 2}),
-    "gaussian": ("dense_rules.Gaussian", {"k": 16}),
-    "mixture_of_inputs": ("dense_rules.MixtureOfInputs", {"k": 16}),
-}
+from motg_lightning.rules import REGISTRY, Discrete, MixtureRule, dense
+
 BASELINES = ["hf_generate", "hf_generate_static", "naive_loop"]
 QUESTION = "Calculate 7 + 8. Think step by step, then give the answer."
 
@@ -45,21 +35,23 @@ def prompts(tokenizer, batch: int, device: str):
     return ids.to(device), torch.ones_like(ids).to(device)
 
 
+def benchmark_rule(name: str) -> MixtureRule:
+    """The registered rule ``name`` at its defaults, mixing the paper's k = 2 tokens; the rules of
+    :mod:`motg_lightning.rules.dense`, which blend the whole distribution, keep their k = 16, and
+    Discrete has no k."""
+    rule = REGISTRY[name].rule
+    if rule is Discrete or rule.__module__ == dense.__name__:
+        return rule()
+    return rule(k=2)
+
+
 def run_ours(model, tokenizer, rule_name: str, ids, mask, new_tokens: int, compile_decode: str | None):
-    import importlib
-
-    from motg_lightning.rollout.settings import RolloutSettings
+    from motg_lightning.lightning.options import RolloutOptions
     from motg_lightning.rollout.generate import generate
-    from motg_lightning.rollout.stops import TokenPatterns
 
-    path, options = RULES[rule_name]
-    module_name, class_name = path.rsplit(".", 1)
-    rule = getattr(importlib.import_module(f"motg_lightning.{module_name}"), class_name)(**options)
-    settings = RolloutSettings(
-        think_end=TokenPatterns.from_strings(tokenizer, ["</think>"]), stop=TokenPatterns.from_strings(tokenizer, []),
-        eos_ids=torch.tensor([-1]), pad_id=tokenizer.pad_token_id, forced_ids=torch.tensor([], dtype=torch.long),
-        thinking_budget=None, max_new_tokens=new_tokens, compile_decode=compile_decode,
-    )
+    rule = benchmark_rule(rule_name)
+    options = RolloutOptions(max_new_tokens=new_tokens, stop_strings=[], compile_decode=compile_decode)
+    settings = options.settings(tokenizer, eos_ids=[-1])  # no EOS: every sequence makes all new tokens
     decoder = settings.decoder()  # kept across calls: a compiled step is captured once
     return lambda: generate(model, rule, ids, mask, settings, decoder)
 
@@ -115,7 +107,7 @@ def measure(args) -> dict:
     tokenizer = load_tokenizer(args.model)
     model = load_causal_lm(args.model, dtype=args.dtype).to(args.device).eval()
     ids, mask = prompts(tokenizer, args.batch, args.device)
-    if args.method in RULES:
+    if args.method in REGISTRY:
         call = run_ours(model, tokenizer, args.method, ids, mask, args.new_tokens, args.compile_decode)
     elif args.method == "naive_loop":
         call = run_naive(model, tokenizer, ids, args.new_tokens)
@@ -149,7 +141,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--compile-decode", default=None, metavar="MODE",
                         help="torch.compile mode of our decode step, e.g. reduce-overhead (CUDA graphs); default eager")
-    parser.add_argument("--methods", nargs="+", default=["hf_generate", "naive_loop", *RULES], choices=[*BASELINES, *RULES])
+    parser.add_argument("--methods", nargs="+", default=["hf_generate", "naive_loop", *REGISTRY], choices=[*BASELINES, *REGISTRY],
+                        help="the baselines and any rule of motg_lightning.rules.REGISTRY")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/rollout.json"))
     parser.add_argument("--method", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -57,7 +57,7 @@ def main() -> None:
             "--config", str(ROOT / "configs" / "smoke.yaml"), f"--trainer.max_steps={args.steps}",
             f"--trainer.default_root_dir={directory}", "--trainer.val_check_interval=50", "--trainer.check_val_every_n_epoch=null",
             "--trainer.logger.class_path=lightning.pytorch.loggers.TensorBoardLogger", f"--trainer.logger.init_args.save_dir={directory}",
-            "--model.log_completions_every_n_steps=1", "--model.exploration_every_n_steps=5", "--data.train_size=64",
+            "--model.logging.log_completions_every_n_steps=1", "--model.logging.exploration_every_n_steps=5", "--data.train_size=64",
         ])
         cli.trainer.callbacks.append(sampler)
         cli.trainer.fit(cli.model, cli.datamodule)

@@ -55,3 +55,12 @@ def max_over_ranks(value: int, device: torch.device | None = None) -> int:
     tensor = torch.tensor(value, dtype=torch.int64, device=device)
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return int(tensor)
+
+
+def mean_over_ranks(value: Tensor) -> Tensor:
+    """The mean of every rank's ``value`` (``value`` itself when not distributed)."""
+    if world_size() == 1:
+        return value
+    total = value.clone()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total / world_size()

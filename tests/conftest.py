@@ -1,11 +1,12 @@
 """Shared fixtures: the tiny random model with the embedded tokenizer (no downloads)."""
 
+import dataclasses
+
 import pytest
 import torch
 
 from motg_lightning.models import TINY_MODEL, load_causal_lm, load_tokenizer
-from motg_lightning.rollout.settings import RolloutSettings
-from motg_lightning.rollout.stops import TokenPatterns
+from motg_lightning.lightning.options import RolloutOptions
 
 
 @pytest.fixture(scope="session")
@@ -19,18 +20,12 @@ def tiny_model():
 
 
 def build_settings(tokenizer, max_new_tokens=16, thinking_budget=None, force_answer_on_eos=False, stop=("</answer>",)):
-    forced = tokenizer.encode("</think>\n<answer>", add_special_tokens=False)
-    return RolloutSettings(
-        think_end=TokenPatterns.from_strings(tokenizer, ["</think>"]),
-        stop=TokenPatterns.from_strings(tokenizer, list(stop)),
-        eos_ids=torch.tensor([tokenizer.eos_token_id]),
-        pad_id=tokenizer.pad_token_id,
-        forced_ids=torch.tensor(forced),
-        thinking_budget=thinking_budget,
-        max_new_tokens=max_new_tokens,
-        force_answer_on_eos=force_answer_on_eos,
-        sync_every=4,
-    )
+    options = RolloutOptions(max_new_tokens=max_new_tokens, thinking_budget=thinking_budget,
+                             force_answer_on_eos=force_answer_on_eos, stop_strings=list(stop), sync_every=4)
+    settings = options.settings(tokenizer, eos_ids=[tokenizer.eos_token_id])
+    # the forced ids even when nothing forces yet, so a test can switch forcing on with dataclasses.replace
+    forced = tokenizer.encode(options.forced_answer, add_special_tokens=False)
+    return dataclasses.replace(settings, forced_ids=torch.tensor(forced, dtype=torch.long))
 
 
 @pytest.fixture

@@ -53,7 +53,7 @@ class RankProbe(L.Callback):
             "advantages": outputs["advantages"].tolist(),
             "policy_steps": int(outputs["policy_steps"]),
         })
-        if pl_module.hparams.top_entropy_quantile < 1:  # only then: long runs would write every step's entropies
+        if pl_module.options.grpo.top_entropy_quantile < 1:  # only then: long runs would write every step's entropies
             self.steps[-1]["counted_entropy"] = outputs["entropy"][outputs["loss_mask"]].tolist()
 
     def on_train_end(self, trainer, pl_module):

@@ -20,6 +20,23 @@ def test_rollout_benchmark_writes_a_row_per_method(tmp_path):
     assert all(row["tokens_per_s"] > 0 and row["peak_memory_mib"] > 0 for row in rows)
 
 
+def test_the_benchmarks_offer_every_registered_rule(monkeypatch):
+    """Each benchmark builds any rule of the registry by its name."""
+    import importlib.util
+
+    from motg_lightning.rules import REGISTRY
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # where the scripts import their helpers from
+    scripts = {}
+    for name in ("rollout", "grpo_step"):
+        spec = importlib.util.spec_from_file_location(f"{name}_benchmark", ROOT / "benchmarks" / f"{name}.py")
+        scripts[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(scripts[name])
+    assert scripts["grpo_step"].METHODS == ["trl", *REGISTRY]
+    for name, entry in REGISTRY.items():
+        assert type(scripts["rollout"].benchmark_rule(name)) is entry.rule
+
+
 def test_run_summary_reads_a_training_log(tmp_path):
     from motg_lightning.lightning.cli import main
 

@@ -60,9 +60,11 @@ def test_print_config_shows_the_resolved_configuration():
 
 
 def configured_model_options(path):
+    """``(group, field) -> value`` of every grouped setting a config gives the module."""
     import yaml
 
-    return {name: value for name, value in yaml.safe_load(path.read_text())["model"].items() if name != "mixture"}
+    model = yaml.safe_load(path.read_text())["model"]
+    return {(group, name): value for group, fields in model.items() if group != "mixture" for name, value in fields.items()}
 
 
 METHOD_CONFIGS = sorted((ROOT / "configs" / "methods").glob("*.yaml"))
@@ -78,8 +80,8 @@ def test_every_method_config_trains(tmp_path, method):
         assert type(cli.model.mixture).__name__ == configured["class_path"].rsplit(".", 1)[1]
         for name, value in configured["init_args"].items():
             assert getattr(cli.model.mixture, name) == value
-    for name, value in configured_model_options(method).items():
-        assert cli.model.hparams[name] == value
+    for (group, name), value in configured_model_options(method).items():
+        assert getattr(getattr(cli.model.options, group), name) == value
     assert cli.trainer.global_step == 1
     assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
     assert torch.isfinite(cli.trainer.callback_metrics["train/grad_norm"])
@@ -114,11 +116,12 @@ def test_paper_config_resolves_to_the_paper_training_code_settings():
     )
     config = yaml.safe_load(result.stdout)
     trainer, model, data = config["trainer"], config["model"], config["data"]
-    assert model["loss_type"] == "grpo"  # each sequence averaged, then the rollouts
+    grpo, rollout, evaluation = model["grpo"], model["rollout"], model["evaluation"]
+    assert grpo["loss_type"] == "grpo"  # each sequence averaged, then the rollouts
     assert (trainer["max_steps"], trainer["precision"], trainer["val_check_interval"]) == (250, "bf16-mixed", 12)
-    assert (model["num_generations"], data["batch_size"], model["num_iterations"], model["beta"]) == (10, 4, 1, 0.1)
-    assert (model["max_new_tokens"], data["max_prompt_length"], data["long_prompts"]) == (1024, 1024, "truncate")
-    assert (model["eval_samples"], model["eval_decoding"]) == (10, "mixture")
+    assert (grpo["num_generations"], data["batch_size"], grpo["num_iterations"], grpo["beta"]) == (10, 4, 1, 0.1)
+    assert (rollout["max_new_tokens"], data["max_prompt_length"], data["long_prompts"]) == (1024, 1024, "truncate")
+    assert (evaluation["samples"], evaluation["decoding"]) == (10, "mixture")
     assert model["reward"]["init_args"]["preset"] == "paper"
     mixture = model["mixture"]
     assert mixture["class_path"] == "motg_lightning.rules.Dirichlet"
@@ -130,7 +133,7 @@ def test_paper_config_resolves_to_the_paper_training_code_settings():
     assert optimizer["class_path"] == "torch.optim.AdamW"
     assert {name: optimizer["init_args"][name] for name in ("lr", "betas", "weight_decay", "eps")} == {
         "lr": 5e-6, "betas": [0.9, 0.99], "weight_decay": 0.1, "eps": 2.5e-9}
-    assert model["max_grad_norm"] == 0.025
+    assert grpo["max_grad_norm"] == 0.025
     # The learning rate of each of the 250 updates: the paper's per-iteration warm-up over
     # 18 % of 1000 iterations from 0 gives update n the factor min(n / 45, 1).
     scheduler = model["lr_scheduler"]
@@ -178,6 +181,7 @@ def test_every_option_has_its_own_help_line_in_plain_words():
     from jsonargparse import ArgumentParser
 
     from motg_lightning.lightning.data import TaskSpec
+    from motg_lightning.rules import REGISTRY
     from motg_lightning.rules.base import MixtureRule
     from motg_lightning.rewards.scoring import RewardFunction
 
@@ -185,7 +189,7 @@ def test_every_option_has_its_own_help_line_in_plain_words():
     options = {action.dest: action.help for action in parser._actions
                if action.dest.startswith(("model.", "data.")) and not action.dest.endswith(".help")}
     titles = [group.title for group in parser._action_groups if group.title and group.title.startswith(("GRPO", "Reasoning-Gym"))]
-    assert len(titles) == 2 and {"model.max_grad_norm", "data.batch_size"} <= set(options)
+    assert len(titles) == 2 and {"model.grpo.max_grad_norm", "data.batch_size"} <= set(options)
     nested = [(rule, "model.mixture") for rule in all_subclasses(MixtureRule)]
     for cls, key in [*nested, (RewardFunction, "model.reward"), (TaskSpec, "data.tasks")]:
         own = ArgumentParser()
@@ -199,8 +203,7 @@ def test_every_option_has_its_own_help_line_in_plain_words():
 
     mixture_help = re.search(r"--model\.mixture MIXTURE\n(.*?)\n  --", parser.format_help(), re.S).group(1)
     listed = " ".join(mixture_help.split())
-    for rule in ("Discrete", "TopK", "Dirichlet", "Sampled", "Nucleus", "ElementwiseMax", "Gumbel", "Multiplex", "Gaussian",
-                 "MixtureOfInputs"):
+    for rule in (entry.rule.__name__ for entry in REGISTRY.values()):
         assert f".{rule}," in listed or f".{rule})" in listed, f"{rule} is not listed under --model.mixture"
 
 

@@ -11,6 +11,7 @@ from ddp_probe import probe_environment, read_ranks
 from motg_lightning.collectives import finished_everywhere, max_over_ranks, world_size
 from motg_lightning.lightning.distributed import layer_classes
 from motg_lightning.models import TINY_MODEL, load_causal_lm
+from motg_lightning.lightning.options import GRPOOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,7 +47,7 @@ def test_ddp_fit_on_two_cpu_processes(tmp_path):
 
 def test_ddp_with_dynamic_sampling_keeps_the_ranks_in_step(tmp_path):
     """Ranks may need different numbers of extra rollouts and micro-batches; none may hang."""
-    ranks = _fit_on_cpu_processes(tmp_path, "--trainer.max_steps=2", "--model.dynamic_sampling=true", "--model.max_sampling_rounds=3")
+    ranks = _fit_on_cpu_processes(tmp_path, "--trainer.max_steps=2", "--model.grpo.dynamic_sampling=true", "--model.grpo.max_sampling_rounds=3")
     assert all(len(rank["steps"]) == 2 for rank in ranks)
 
 
@@ -54,7 +55,7 @@ def test_batch_statistics_are_taken_over_every_rank(tmp_path):
     """As TRL, ``scale_rewards=batch`` divides by the std of every process's rewards and the
     ``top_entropy_quantile`` threshold is the quantile of every process's counted steps."""
     ranks = _fit_on_cpu_processes(tmp_path, "--trainer.max_steps=2", "--model.reward=ddp_probe.RewardByLength",
-                                  "--model.scale_rewards=batch", "--model.top_entropy_quantile=0.5")
+                                  "--model.grpo.scale_rewards=batch", "--model.grpo.top_entropy_quantile=0.5")
     group_size = 2  # configs/smoke.yaml
     for steps in zip(ranks[0]["steps"], ranks[1]["steps"]):
         rewards = torch.tensor([reward for step in steps for reward in step["rewards"]])
@@ -73,12 +74,12 @@ FSDP2 = ("--config", "configs/strategy/fsdp2.yaml")
 def test_fsdp2_shards_policy_and_reference_and_resumes_on_fewer_devices(tmp_path):
     """Training, validation (rollouts with the sharded model) and a distributed checkpoint.
     (Lightning's FSDP1 strategy needs CUDA; FSDP2 runs on CPU processes too.)"""
-    ranks = _fit_on_cpu_processes(tmp_path, "--trainer.max_steps=2", "--model.beta=0.1", "--trainer.limit_val_batches=1", strategy=FSDP2)
+    ranks = _fit_on_cpu_processes(tmp_path, "--trainer.max_steps=2", "--model.grpo.beta=0.1", "--trainer.limit_val_batches=1", strategy=FSDP2)
     assert all(len(rank["steps"]) == 2 and rank["world_size"] == 2 for rank in ranks)
     assert ranks[0]["checksum"] == pytest.approx(ranks[1]["checksum"], rel=1e-9)
     checkpoint = next(tmp_path.rglob("*.ckpt"))
     assert checkpoint.is_dir(), "a distributed checkpoint: one folder of shards"
-    resumed = _fit_on_cpu_processes(tmp_path, "--trainer.max_steps=3", "--model.beta=0.1", f"--ckpt_path={checkpoint}",
+    resumed = _fit_on_cpu_processes(tmp_path, "--trainer.max_steps=3", "--model.grpo.beta=0.1", f"--ckpt_path={checkpoint}",
                                     devices=1, strategy=FSDP2)
     assert len(resumed[0]["steps"]) == 1, "the run goes on from step 2"
 
@@ -116,15 +117,15 @@ def test_fsdp1_wraps_the_decoder_layers_and_refuses_a_reference_model():
     overlay = yaml.safe_load((ROOT / "configs" / "strategy" / "fsdp.yaml").read_text())["trainer"]["strategy"]
     strategy = FSDPStrategy(**overlay["init_args"])
     assert "auto_wrap_policy" not in strategy.kwargs
-    module = MoTGRPOModule(TINY_MODEL, num_generations=2)
+    module = MoTGRPOModule(TINY_MODEL, grpo=GRPOOptions(num_generations=2))
     module.trainer = SimpleNamespace(strategy=strategy)  # a Trainer with FSDPStrategy refuses a CPU
     module.configure_model()
     policy = strategy.kwargs["auto_wrap_policy"]
     assert _wrap_units(policy, module) == list(module.policy.model.layers)  # what Lightning will wrap
 
-    with_reference = MoTGRPOModule(TINY_MODEL, num_generations=2, beta=0.1)
+    with_reference = MoTGRPOModule(TINY_MODEL, grpo=GRPOOptions(num_generations=2, beta=0.1))
     with_reference.trainer = SimpleNamespace(strategy=FSDPStrategy(**overlay["init_args"]))
-    with pytest.raises(ValueError, match=r"^model.beta=0.1 with trainer.strategy=FSDPStrategy \(FSDP1\).*fsdp2.yaml"):
+    with pytest.raises(ValueError, match=r"^model.grpo.beta=0.1 with trainer.strategy=FSDPStrategy \(FSDP1\).*fsdp2.yaml"):
         with_reference.configure_model()
     assert with_reference.policy is None
 
@@ -149,18 +150,42 @@ def test_fsdp1_finds_the_decoder_layers_of_qwen2():
     assert _wrap_units(fsdp1_wrap_policy(own, model, None), model) == [model.model.embed_tokens], "a policy set on the strategy wins"
 
 
-def test_padding_micro_batches_for_other_ranks_changes_nothing(tmp_path, monkeypatch):
+def test_padding_micro_batches_for_other_ranks_changes_nothing():
     """The extra micro-batches a rank runs to match the busiest rank carry no weight."""
-    import motg_lightning.lightning.module as module_file
-    from motg_lightning.lightning.cli import main
+    import lightning as L
 
-    def trained(name, *extra):
-        cli = main(["fit", "--config", str(ROOT / "configs" / "smoke.yaml"), f"--trainer.default_root_dir={tmp_path / name}",
-                    "--trainer.limit_val_batches=0", "--trainer.enable_checkpointing=false", "--trainer.logger=false", *extra])
-        return {name: value.detach().clone() for name, value in cli.model.policy.named_parameters()}
+    from motg_lightning.grpo.micro_batches import MicroBatch
+    from motg_lightning.lightning.data import ReasoningGymDataModule, TaskSpec
+    from motg_lightning.lightning.module import MoTGRPOModule
+    from motg_lightning.lightning.options import MemoryOptions, RolloutOptions
+    from motg_lightning.rewards import RewardFunction
 
-    plain = trained("plain")
-    monkeypatch.setattr(module_file, "max_over_ranks", lambda value, device=None: value + 2)
-    padded = trained("padded")
+    class RewardByLength(RewardFunction):
+        """Rewards that vary within groups, so the update moves the weights."""
+
+        def __call__(self, completions, entries):
+            output = super().__call__(completions, entries)
+            output.total = torch.tensor([float(len(text)) for text in completions])
+            return output
+
+    class PaddedForABusierRank(MoTGRPOModule):
+        """Runs two padding micro-batches more, as a rank does whose rollouts need fewer than another's."""
+
+        def micro_batches(self, rollout):
+            return super().micro_batches(rollout) + [MicroBatch(slice(0, 1), counted=False)] * 2
+
+    def trained(module_class):
+        L.seed_everything(0)
+        module = module_class(TINY_MODEL, reward=RewardByLength(), rollout=RolloutOptions(max_new_tokens=12, thinking_budget=4),
+                              grpo=GRPOOptions(num_generations=2, beta=0.1), memory=MemoryOptions(micro_batch_size=2),
+                              optimizer=lambda parameters: torch.optim.SGD(parameters, lr=1.0))
+        data = ReasoningGymDataModule(tasks=[TaskSpec("basic_arithmetic", config={"max_terms": 2, "max_digits": 1})],
+                                      tokenizer=TINY_MODEL, train_size=8, val_size=4, test_size=4, batch_size=2)
+        L.Trainer(accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                  limit_val_batches=0, enable_model_summary=False).fit(module, data)
+        return {name: value.detach().clone() for name, value in module.policy.named_parameters()}
+
+    plain = trained(MoTGRPOModule)
+    padded = trained(PaddedForABusierRank)
     for name, value in plain.items():
         torch.testing.assert_close(padded[name], value, msg=name)

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from motg_lightning.grpo.dynamic_sampling import RefillPrompts, dynamic_sample
+from motg_lightning.grpo.scored import ScoredRollout
 from motg_lightning.rewards.scoring import RewardOutput
 from motg_lightning.rollout.record import Rollout
 
@@ -26,7 +27,7 @@ def scripted(rewards_per_round):
         tag = len(calls)
         calls.append(batch)
         output = RewardOutput(total, {"correctness": total}, total == 1.0, reward_errors=1)
-        return fake_rollout(4, 2 + tag, tag), [f"c{tag}{i}" for i in range(4)], [{"round": tag}] * 4, output, 1.5
+        return ScoredRollout(fake_rollout(4, 2 + tag, tag), [f"c{tag}{i}" for i in range(4)], [{"round": tag}] * 4, output, 1.5)
 
     return roll_out, calls
 
@@ -36,7 +37,9 @@ BATCH = {"prompt_ids": torch.zeros(2, 3)}
 
 def test_groups_without_variance_are_replaced_from_further_batches():
     roll_out, calls = scripted([[1, 1, 0, 1], [0, 0, 1, 1], [0, 1, 1, 1]])
-    rollout, completions, entries, rewards, seconds, rounds = dynamic_sample(BATCH, roll_out, lambda: {"extra": True}, 2, 5)
+    scored = dynamic_sample(BATCH, roll_out, lambda: {"extra": True}, 2, 5)
+    rollout, completions, entries, rewards, seconds, rounds = (
+        scored.rollout, scored.completions, scored.entries, scored.rewards, scored.seconds, scored.rounds)
     assert rounds == 3 and seconds == 4.5 and calls[1:] == [{"extra": True}] * 2
     assert rewards.total.tolist() == [0.0, 1.0, 0.0, 1.0], "second group of round 0, first group of round 2"
     assert completions == ["c02", "c03", "c20", "c21"] and [e["round"] for e in entries] == [0, 0, 2, 2]
@@ -46,14 +49,15 @@ def test_groups_without_variance_are_replaced_from_further_batches():
 
 def test_rounds_are_bounded_and_a_batch_without_signal_is_returned_as_it_is():
     roll_out, calls = scripted([[1, 1, 0, 0], [1, 1, 1, 1]])
-    rollout, completions, _, rewards, _, rounds = dynamic_sample(BATCH, roll_out, lambda: {}, 2, 2)
+    scored = dynamic_sample(BATCH, roll_out, lambda: {}, 2, 2)
+    completions, rewards, rounds = scored.completions, scored.rewards, scored.rounds
     assert rounds == 2 and len(calls) == 2
     assert completions == ["c00", "c01", "c02", "c03"] and rewards.total.tolist() == [1.0, 1.0, 0.0, 0.0]
 
 
 def test_a_full_first_batch_needs_no_more_rollouts():
     roll_out, calls = scripted([[0, 1, 1, 0]])
-    *_, rounds = dynamic_sample(BATCH, roll_out, lambda: {}, 2, 3)
+    rounds = dynamic_sample(BATCH, roll_out, lambda: {}, 2, 3).rounds
     assert rounds == 1 and len(calls) == 1
 
 
@@ -61,9 +65,8 @@ def test_a_full_rank_keeps_rolling_out_while_another_needs_more_and_ignores_the_
     """Distributed: ``agree`` says another rank still needs a round; this rank's result stays the same."""
     roll_out, calls = scripted([[0, 1, 1, 0], [0, 1, 0, 1], [1, 0, 1, 0]])
     others_need_more = iter([True, True, False])
-    rollout, completions, _, rewards, _, rounds = dynamic_sample(
-        BATCH, roll_out, lambda: {}, 2, 5, agree=lambda mine: mine or next(others_need_more)
-    )
+    scored = dynamic_sample(BATCH, roll_out, lambda: {}, 2, 5, agree=lambda mine: mine or next(others_need_more))
+    completions, rewards, rounds = scored.completions, scored.rewards, scored.rounds
     assert rounds == 3 and len(calls) == 3
     assert completions == ["c00", "c01", "c02", "c03"] and rewards.total.tolist() == [0.0, 1.0, 1.0, 0.0]
 

@@ -30,7 +30,7 @@ def test_decoding_choices():
     sampled = evaluation_rule("sample", training)
     assert isinstance(sampled, Discrete) and sampled.temperature == 0.7
     assert isinstance(evaluation_rule("greedy", training), Greedy)
-    with pytest.raises(ValueError, match="model.eval_decoding"):
+    with pytest.raises(ValueError, match="model.evaluation.decoding"):
         evaluation_rule("beam", training)
 
 

@@ -1,13 +1,19 @@
 import pytest
 import torch
 
+from motg_lightning.rules import REGISTRY
 from motg_lightning.rules.paper import Dirichlet, ElementwiseMax, Nucleus, Sampled, TopK
 from motg_lightning.rules.base import MixtureStep, draw_representative, sample_index, weight_entropy
 
 from helpers import EMBEDDING, random_log_probs
 
-@pytest.mark.parametrize("rule", [TopK(k=3), Dirichlet(k=3), Sampled(k=3), ElementwiseMax(k=3)], ids=lambda r: type(r).__name__)
-def test_support_has_k_distinct_tokens(rule):
+# Discrete has one slot, Multiplex draws with replacement, Mixture of Inputs puts its sample beside the top k.
+REPEATING = {"discrete", "multiplex", "mixture_of_inputs"}
+
+
+@pytest.mark.parametrize("name", [name for name in REGISTRY if name not in REPEATING])
+def test_support_has_k_distinct_tokens(name):
+    rule = REGISTRY[name].rule(k=3)
     torch.manual_seed(1)
     step = rule.choose(random_log_probs(), EMBEDDING)
     assert all(len(set(row.tolist())) == 3 for row in step.support)

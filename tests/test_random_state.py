@@ -5,6 +5,8 @@ import torch
 from motg_lightning.models import TINY_MODEL
 from motg_lightning.lightning.module import MoTGRPOModule
 from motg_lightning.lightning.random_state import TrainingRandomState
+from motg_lightning.lightning.options import GRPOOptions, RolloutOptions
+from motg_lightning.lightning.resume_state import CHECKPOINT_KEY
 
 CPU = torch.device("cpu")
 
@@ -36,12 +38,12 @@ def test_the_stream_goes_on_from_its_saved_state():
 
 
 def test_a_module_saves_its_stream_and_resumes_it_at_fit_start():
-    module = MoTGRPOModule(TINY_MODEL, num_generations=2)
+    module = MoTGRPOModule(TINY_MODEL, grpo=GRPOOptions(num_generations=2))
     module.training_random.seed(11)
     checkpoint = {}
     module.on_save_checkpoint(checkpoint)
-    assert len(checkpoint["training_rng"]) == 1, "one state per rank"
-    resumed = MoTGRPOModule(TINY_MODEL, num_generations=2)
+    assert len(checkpoint[CHECKPOINT_KEY]["training_rng"]) == 1, "one state per rank"
+    resumed = MoTGRPOModule(TINY_MODEL, grpo=GRPOOptions(num_generations=2))
     resumed.on_load_checkpoint(checkpoint)
     resumed.on_fit_start()
     with module.training_random.active(CPU):
@@ -53,7 +55,7 @@ def test_a_module_saves_its_stream_and_resumes_it_at_fit_start():
 def test_an_older_checkpoint_with_the_global_generator_state_resumes_from_it():
     """Before training had a stream of its own, rollouts drew from the global generator, saved as ``rollout_rng``."""
     state = torch.Generator().manual_seed(8).get_state()
-    module = MoTGRPOModule(TINY_MODEL, num_generations=2)
+    module = MoTGRPOModule(TINY_MODEL, grpo=GRPOOptions(num_generations=2))
     module.on_load_checkpoint({"rollout_rng": {"cpu": state, "cuda": []}})
     module.on_fit_start()
     with module.training_random.active(CPU):
@@ -69,8 +71,7 @@ def test_validation_between_training_steps_changes_no_training_draw():
 
     def trained(validate: bool) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         L.seed_everything(0)
-        module = MoTGRPOModule(TINY_MODEL, reward=RewardByLength(), num_generations=2, max_new_tokens=4,
-                               optimizer=lambda p: torch.optim.SGD(p, lr=1.0))
+        module = MoTGRPOModule(TINY_MODEL, reward=RewardByLength(), optimizer=lambda p: torch.optim.SGD(p, lr=1.0), grpo=GRPOOptions(num_generations=2), rollout=RolloutOptions(max_new_tokens=4))
         module.configure_model()
         initial = [p.detach().clone() for p in module.policy.parameters()]
         data = ReasoningGymDataModule(tasks=[TaskSpec("basic_arithmetic", config={"max_terms": 2, "max_digits": 1})],

@@ -72,10 +72,11 @@ def test_a_checkpoint_write_cut_short_leaves_no_partial_file(tmp_path, monkeypat
     import lightning as L
     import torch
 
-    from motg_lightning.models import TINY_MODEL
     from motg_lightning.lightning.module import MoTGRPOModule
+    from motg_lightning.lightning.options import GRPOOptions
+    from motg_lightning.models import TINY_MODEL
 
-    module = MoTGRPOModule(TINY_MODEL, num_generations=2)
+    module = MoTGRPOModule(TINY_MODEL, grpo=GRPOOptions(num_generations=2))
     module.configure_model()
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
     trainer.strategy.connect(module)

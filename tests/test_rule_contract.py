@@ -4,25 +4,40 @@ soft-token method behind one interface)."""
 import pytest
 import torch
 
-from motg_lightning.rules.dense import Gaussian, MixtureOfInputs
-from motg_lightning.rules.paper import Dirichlet, Discrete, ElementwiseMax, Nucleus, Sampled, TopK
-from motg_lightning.rules.related import Gumbel, Multiplex
+from motg_lightning.rules import REGISTRY
 
 from helpers import EMBEDDING, VOCAB, random_log_probs
 
-ALL_RULES = [
-    Discrete(), TopK(k=3), Dirichlet(k=3), Dirichlet(k=3, likelihood="density"), Sampled(k=3), Nucleus(k=3, top_p=0.5),
-    ElementwiseMax(k=3), Gumbel(k=3), Multiplex(k=3), Multiplex(k=3, weighting="renormalised"), Gaussian(k=4),
-    MixtureOfInputs(k=3),
-]
+# Every registered rule, at k = 3 unless its options are given here, then the variants that its
+# default settings do not reach. A case is (registry name, constructor options).
+OPTIONS = {"discrete": {}, "nucleus": {"k": 3, "top_p": 0.5}, "gaussian": {"k": 4}}
+VARIANTS = [("dirichlet", {"k": 3, "likelihood": "density"}), ("multiplex", {"k": 3, "weighting": "renormalised"})]
+CASES = [(name, OPTIONS.get(name, {"k": 3})) for name in REGISTRY] + VARIANTS
+
+
+def _rule(case, likelihood=None):
+    name, options = case
+    rule = REGISTRY[name].rule(**options)
+    if likelihood is not None:
+        rule.likelihood = likelihood
+    return rule
+
+
+def _id(value):
+    """Test id of a case (its name and options) or of a likelihood."""
+    if isinstance(value, str):
+        return value
+    name, options = value
+    return "-".join([name, *(f"{key}={option}" for key, option in options.items())])
 
 
 def _name(rule):
     return f"{type(rule).__name__}-{rule.likelihood}"
 
 
-@pytest.mark.parametrize("rule", ALL_RULES, ids=_name)
-def test_weights_on_the_simplex_and_the_token_carries_weight(rule):
+@pytest.mark.parametrize("case", CASES, ids=_id)
+def test_weights_on_the_simplex_and_the_token_carries_weight(case):
+    rule = _rule(case)
     torch.manual_seed(0)
     step = rule.choose(random_log_probs(), EMBEDDING)
     assert step.support.shape == step.weights.shape == (64, rule.support_size)
@@ -32,8 +47,9 @@ def test_weights_on_the_simplex_and_the_token_carries_weight(rule):
     assert (chosen & (step.weights > 0)).any(-1).all(), "representative must be a support token with weight"
 
 
-@pytest.mark.parametrize("rule", ALL_RULES, ids=_name)
-def test_every_likelihood_has_finite_gradients(rule):
+@pytest.mark.parametrize("case", CASES, ids=_id)
+def test_every_likelihood_has_finite_gradients(case):
+    rule = _rule(case)
     torch.manual_seed(0)
     for likelihood in rule.LIKELIHOODS:
         rule.likelihood = likelihood
@@ -46,11 +62,26 @@ def test_every_likelihood_has_finite_gradients(rule):
 
 
 # k = 1 (or no noise, or a dominant sample): the input is one token's embedding, and that token is
-# drawn from p (sampling rules) or is its mode (rules built on the top k).
-SAMPLED_AT_ONE = [Discrete(temperature=1.0), Sampled(k=1, temperature=1.0), Multiplex(k=1, temperature=1.0),
-                  MixtureOfInputs(k=3, beta=1e6, temperature=1.0)]
-GREEDY_AT_ONE = [TopK(k=1), Dirichlet(k=1), Nucleus(k=1), ElementwiseMax(k=1), Gumbel(k=1),
-                 Gaussian(k=4, thinking_temperature=1e-7, noise_scale=0.0, likelihood="representative")]
+# drawn from p (sampling rules) or is its mode (rules built on the top k). Each registered rule
+# gives its way there and the settings that take it there.
+ONE_TOKEN = {
+    "discrete": ("sample", {"temperature": 1.0}),
+    "topk": ("greedy", {"k": 1}),
+    "dirichlet": ("greedy", {"k": 1}),
+    "sampled": ("sample", {"k": 1, "temperature": 1.0}),
+    "nucleus": ("greedy", {"k": 1}),
+    "elementwise_max": ("greedy", {"k": 1}),
+    "gumbel": ("greedy", {"k": 1}),
+    "multiplex": ("sample", {"k": 1, "temperature": 1.0}),
+    "gaussian": ("greedy", {"k": 4, "thinking_temperature": 1e-7, "noise_scale": 0.0, "likelihood": "representative"}),
+    "mixture_of_inputs": ("sample", {"k": 3, "beta": 1e6, "temperature": 1.0}),
+}
+SAMPLED_AT_ONE = [_rule((name, options)) for name, (limit, options) in ONE_TOKEN.items() if limit == "sample"]
+GREEDY_AT_ONE = [_rule((name, options)) for name, (limit, options) in ONE_TOKEN.items() if limit == "greedy"]
+
+
+def test_every_registered_rule_has_its_one_token_limit_checked():
+    assert set(ONE_TOKEN) == set(REGISTRY)
 
 
 def _assert_one_token_input(rule, step):
@@ -81,27 +112,15 @@ def test_reduces_to_greedy_discrete_decoding(rule):
 
 # Every rule under each filter of the sampling distribution (Soft Thinking's top-p and min-p).
 FILTERS = {"top_p=0.5": {"top_p": 0.5}, "min_p=0.1": {"min_p": 0.1}, "min_p=0.9": {"min_p": 0.9}}
-RULE_FACTORIES = [
-    Discrete, lambda: TopK(k=3), lambda: Dirichlet(k=3), lambda: Dirichlet(k=3, likelihood="density"),
-    lambda: Sampled(k=3), lambda: Nucleus(k=3, top_p=0.5), lambda: ElementwiseMax(k=3), lambda: Gumbel(k=3),
-    lambda: Multiplex(k=3), lambda: Multiplex(k=3, weighting="renormalised"), lambda: Gaussian(k=4),
-    lambda: MixtureOfInputs(k=3),
-]
-RULES_BY_LIKELIHOOD = [(make, likelihood) for make in RULE_FACTORIES for likelihood in make().LIKELIHOODS]
-
-
-def _rule(make, likelihood):
-    rule = make()
-    rule.likelihood = likelihood
-    return rule
+RULES_BY_LIKELIHOOD = [(case, likelihood) for case in CASES for likelihood in _rule(case).LIKELIHOODS]
 
 
 @pytest.mark.parametrize("filters", FILTERS.values(), ids=FILTERS.keys())
-@pytest.mark.parametrize(("make", "likelihood"), RULES_BY_LIKELIHOOD, ids=lambda v: v if isinstance(v, str) else type(v()).__name__)
-def test_filtered_sampling_mixes_only_kept_tokens_and_scores_finitely(make, likelihood, filters):
+@pytest.mark.parametrize(("case", "likelihood"), RULES_BY_LIKELIHOOD, ids=_id)
+def test_filtered_sampling_mixes_only_kept_tokens_and_scores_finitely(case, likelihood, filters):
     from motg_lightning.rules.filters import filter_log_probs
 
-    rule = _rule(make, likelihood)
+    rule = _rule(case, likelihood)
     torch.manual_seed(0)
     logits = torch.randn(64, VOCAB, requires_grad=True)
     sampling = filter_log_probs(rule.log_probs(logits).detach(), **filters)
@@ -118,11 +137,8 @@ ROLLOUT_FILTERS = {name: FILTERS[name] for name in ("top_p=0.5", "min_p=0.1")}
 
 
 @pytest.mark.parametrize("filters", ROLLOUT_FILTERS.values(), ids=ROLLOUT_FILTERS.keys())
-@pytest.mark.parametrize(("make", "likelihood"), [(make, make().likelihood) for make in RULE_FACTORIES],
-                         ids=lambda v: v if isinstance(v, str) else type(v()).__name__)
-def test_filtered_rollouts_score_as_they_were_generated_with_finite_gradients(
-    tiny_model, prompts, make_settings, make, likelihood, filters
-):
+@pytest.mark.parametrize("case", CASES, ids=_id)
+def test_filtered_rollouts_score_as_they_were_generated_with_finite_gradients(tiny_model, prompts, make_settings, case, filters):
     """Through the real rollout and loss: the recomputed likelihood equals the one recorded while
     generating (so the ratio is 1 at θ = θ_old), and every gradient is finite."""
     from dataclasses import replace
@@ -130,7 +146,7 @@ def test_filtered_rollouts_score_as_they_were_generated_with_finite_gradients(
     from motg_lightning.grpo.likelihood import trajectory_log_likelihood
     from motg_lightning.rollout.generate import generate
 
-    rule = _rule(make, likelihood)
+    rule = _rule(case)
     rule.temperature = 0.02  # the tiny random model is nearly uniform: sharpen it so the filters cut the top k
     torch.manual_seed(0)
     ids, mask = prompts

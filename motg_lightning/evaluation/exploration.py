@@ -22,7 +22,6 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedModel
 
-from ..rollout.decoder import in_compute_dtype
 from ..rules.base import MixtureRule
 from ..rollout.record import Rollout
 
@@ -77,11 +76,7 @@ def hidden_state_entropy(model: PreTrainedModel, rule: MixtureRule, rollout: Rol
     rows = [row for row in range(rollout.tokens.shape[0]) if rollout.thinking[row].sum() >= 2][:max_rows]
     part = rollout.select(torch.tensor(rows or [0], device=rollout.tokens.device))
     steps = part.tokens.shape[1]
-    output = model(
-        inputs_embeds=in_compute_dtype(part.input_embeddings(model.get_input_embeddings(), rule)),
-        attention_mask=part.attention_mask()[:, :-1], position_ids=part.position_ids()[:, :-1],
-        output_hidden_states=True, use_cache=False,
-    )
+    output = model(**part.model_inputs(model.get_input_embeddings(), rule), output_hidden_states=True)
     if not rows:
         return torch.empty(0)
     # the hidden state at position P - 1 + t produced step t's logits

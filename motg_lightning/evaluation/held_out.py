@@ -36,7 +36,7 @@ def evaluation_rule(decoding: EvalDecoding, training_rule: MixtureRule) -> Mixtu
         return Discrete(temperature=training_rule.temperature)
     if decoding == "greedy":
         return Greedy()
-    raise ValueError(f"model.eval_decoding={decoding!r}: choose mixture, sample or greedy.")
+    raise ValueError(f"model.evaluation.decoding={decoding!r}: choose mixture, sample or greedy.")
 
 
 class EvaluationMetrics(nn.Module):

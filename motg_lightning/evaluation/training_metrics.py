@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from ..grpo.loss import zero_variance_groups
+from ..grpo.scored import ScoredRollout
 from ..rewards.scoring import RewardOutput
 from ..rollout.record import Rollout
+from .exploration import token_exploration
 
 
 def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
@@ -43,6 +46,22 @@ def rollout_metrics(rollout: Rollout, rewards: RewardOutput, group_size: int, se
         stats[f"rewards/{name}/mean"] = values.mean()
         stats[f"rewards/{name}/std"] = values.std() if values.numel() > 1 else values.new_zeros(())
     return stats
+
+
+def step_statistics(
+    scored: ScoredRollout, update: dict[str, Tensor], group_size: int, lr: float, device: torch.device
+) -> dict[str, Tensor]:
+    """Every per-step figure of a training step (rollout, rewards, update, token-space
+    exploration, learning rate, sampling rounds, peak GPU memory) as float32 tensors on ``device``,
+    where collectives can average them (NCCL cannot average the CPU tensors made from rewards)."""
+    rollout = scored.rollout
+    stats = {**rollout_metrics(rollout, scored.rewards, group_size, scored.seconds), **update}
+    stats.update(token_exploration(rollout.tokens, rollout.thinking & rollout.completion_mask, group_size))
+    stats["lr"] = lr
+    stats["sampling_rounds"] = float(scored.rounds)
+    if device.type == "cuda":
+        stats["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    return {name: torch.as_tensor(value, dtype=torch.float32, device=device) for name, value in stats.items()}
 
 
 def completions_markdown(questions: list[str], completions: list[str], rewards: Tensor, limit: int = 4) -> str:

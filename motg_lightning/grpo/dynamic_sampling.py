@@ -9,74 +9,51 @@ position is saved in checkpoints so a resumed run draws the same ones.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Callable, Iterator
 
 import torch
-from torch import Tensor
 from torch.utils.data import DataLoader, DistributedSampler
 
-from .loss import zero_variance_groups
 from ..lightning.resumable_loader import ResumableDataLoader
-from ..rewards.scoring import RewardOutput
-from ..rollout.record import Rollout, concatenate
-
-Scored = tuple[Rollout, list[str], list[dict], RewardOutput, float]
-
-
-def select_rewards(rewards: RewardOutput, rows: Tensor) -> RewardOutput:
-    """Rewards of some rows (the scorer-error count stays the batch's)."""
-    terms = {name: value[rows] for name, value in rewards.terms.items()}
-    return RewardOutput(rewards.total[rows], terms, rewards.correct[rows], rewards.reward_errors)
-
-
-def concatenate_rewards(parts: list[RewardOutput]) -> RewardOutput:
-    return RewardOutput(
-        total=torch.cat([part.total for part in parts]),
-        terms={name: torch.cat([part.terms[name] for part in parts]) for name in parts[0].terms},
-        correct=torch.cat([part.correct for part in parts]),
-        reward_errors=sum(part.reward_errors for part in parts),
-    )
+from .loss import zero_variance_groups
+from .scored import ScoredRollout
 
 
 def dynamic_sample(
     batch: dict[str, Any],
-    roll_out: Callable[[dict[str, Any]], Scored],
+    roll_out: Callable[[dict[str, Any]], ScoredRollout],
     next_batch: Callable[[], dict[str, Any]],
     group_size: int,
     max_rounds: int,
     agree: Callable[[bool], bool] = bool,
-) -> tuple[Rollout, list[str], list[dict], RewardOutput, float, int]:
+) -> ScoredRollout:
     """Groups with reward variance from ``batch`` and, while short, from ``next_batch()``.
 
     Args:
-        roll_out: rolls out and scores a batch: rollout, completions, entries, rewards, seconds.
+        roll_out: rolls out and scores a batch.
         max_rounds: rollouts at most (the first included); if none of them varied, the first
             batch is returned as it is (its advantages are zero, the step still runs).
         agree: turns this process's "I need another round" into the decision of all processes
             (true while any needs one), so that every rank rolls out the same number of times.
 
     Returns:
-        rollout, completions, entries, rewards, seconds spent rolling out, rounds used.
+        the kept groups, with the seconds spent rolling out and the rounds used.
     """
     wanted = batch["prompt_ids"].shape[0]
-    kept: list[tuple[Rollout, list[str], list[dict], RewardOutput]] = []
+    kept: list[ScoredRollout] = []
     found, seconds, rounds, first = 0, 0.0, 0, None
     while agree(found < wanted and rounds < max_rounds):
-        rollout, completions, entries, rewards, spent = roll_out(batch if rounds == 0 else next_batch())
-        first = first or (rollout, completions, entries, rewards)
-        seconds, rounds = seconds + spent, rounds + 1
-        varied = (~zero_variance_groups(rewards.total, group_size)).nonzero().flatten().tolist()[: wanted - found]
-        rows = [g * group_size + i for g in varied for i in range(group_size)]
-        if rows:
-            index = torch.tensor(rows)
-            kept.append((rollout.select(index.to(rollout.tokens.device)), [completions[r] for r in rows],
-                         [entries[r] for r in rows], select_rewards(rewards, index)))
+        scored = roll_out(batch if rounds == 0 else next_batch())
+        first = first or scored
+        seconds, rounds = seconds + scored.seconds, rounds + 1
+        varied = (~zero_variance_groups(scored.rewards.total, group_size)).nonzero().flatten().tolist()[: wanted - found]
+        if varied:
+            kept.append(scored.select([g * group_size + i for g in varied for i in range(group_size)]))
             found += len(varied)
     if not kept:
-        return (*first, seconds, rounds)
-    rollouts, completions, entries, rewards = zip(*kept)
-    return (concatenate(list(rollouts)), [c for part in completions for c in part], [e for part in entries for e in part],
-            concatenate_rewards(list(rewards)), seconds, rounds)
+        return replace(first, seconds=seconds, rounds=rounds)
+    return ScoredRollout.concatenate(kept, seconds, rounds)
 
 
 class RefillPrompts:
@@ -100,6 +77,19 @@ class RefillPrompts:
         self._started = False
         self._batches: Iterator[Any] | None = None
 
+    @classmethod
+    def for_trainer(cls, trainer: Any, state: dict[str, Any] | None = None) -> RefillPrompts:
+        """Further prompts from ``trainer``'s datamodule (this process's share when distributed),
+        from the position ``state`` saved, if given."""
+        datamodule = getattr(trainer, "datamodule", None)
+        if datamodule is None:
+            raise ValueError("model.grpo.dynamic_sampling=true draws extra prompts from a datamodule; pass one to fit().")
+        distributed = trainer.strategy.distributed_sampler_kwargs if trainer.world_size > 1 else None
+        refill = cls(datamodule.train_dataloader(), distributed)
+        if state is not None:
+            refill.load_state_dict(state)
+        return refill
+
     def next_batch(self) -> Any:
         for _ in range(2):
             if self._batches is None:
@@ -112,7 +102,7 @@ class RefillPrompts:
                 return next(self._batches)
             except StopIteration:
                 self._batches = None
-        raise ValueError("model.dynamic_sampling=true: the training data is empty.")
+        raise ValueError("model.grpo.dynamic_sampling=true: the training data is empty.")
 
     def state_dict(self) -> dict[str, Any]:
         return {"passes": self.passes, "loader": self.loader.state_dict()}

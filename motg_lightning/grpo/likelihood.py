@@ -18,16 +18,12 @@ from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel
 
 from ..rules.base import MixtureRule, MixtureStep
-from ..rollout.decoder import in_compute_dtype
-from ..rollout.record import Rollout
+from ..rollout.record import Rollout, recorded_log_likelihood
 
 
 def score_steps(rule: MixtureRule, logits: Tensor, step: MixtureStep, thinking: Tensor, embedding: nn.Module) -> Tensor:
     """``[n, t]`` log-likelihood of recorded steps given their ``[n, t, V]`` logits."""
-    log_probs = rule.log_probs(logits)
-    mixed = rule.step_log_likelihood(log_probs, step, embedding)
-    token = log_probs.gather(-1, step.token.unsqueeze(-1)).squeeze(-1)
-    return torch.where(thinking, mixed, token)
+    return recorded_log_likelihood(rule, rule.log_probs(logits), step, thinking, embedding)
 
 
 def _score_chunk(
@@ -59,12 +55,7 @@ def log_likelihood_of_steps(model: PreTrainedModel, rule: MixtureRule, rollout: 
     """:func:`trajectory_log_likelihood` itself, run where the model's parameters are whole."""
     steps = rollout.tokens.shape[1]
     embedding = model.get_input_embeddings()
-    inputs = dict(
-        inputs_embeds=in_compute_dtype(rollout.input_embeddings(embedding, rule)),
-        attention_mask=rollout.attention_mask()[:, :-1],
-        position_ids=rollout.position_ids()[:, :-1],
-        use_cache=False,
-    )
+    inputs = rollout.model_inputs(embedding, rule)
     record = rollout.step()
     if chunk_size is None:
         return score_steps(rule, model(**inputs, logits_to_keep=steps).logits, record, rollout.thinking, embedding)

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import sys
 import warnings
+from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.strategies import FSDPStrategy
 
 from .data import ReasoningGymDataModule
 from .module import MoTGRPOModule
+from .options import MOVED_KEYS
 from .rule_switch import describe, inherited_rule_options
 
 FIELD_PREFIXES = ("model.", "data.", "trainer.")
@@ -41,6 +44,7 @@ class MoTGRPOCLI(LightningCLI):
 
     def parse_arguments(self, parser, args) -> None:
         self.command_line_args = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else []
+        refuse_moved_keys(args if isinstance(args, dict) else self.command_line_args)
         super().parse_arguments(parser, args)
 
     def before_instantiate_classes(self) -> None:
@@ -81,6 +85,37 @@ class MoTGRPOCLI(LightningCLI):
             raise named from None
 
 
+def refuse_moved_keys(args: list[str] | dict[str, Any]) -> None:
+    """Refuse, naming each key's new place, a flat ``model`` key of the layout before the settings
+    were grouped (``model.beta`` is now ``model.grpo.beta``), given as a flag, in a ``--config``
+    file or in a config dict."""
+    found: dict[str, str] = {}  # old key -> where it was given
+    if isinstance(args, dict):
+        found.update(dict.fromkeys(_moved_in(args), "the config"))
+        args = []
+    for index, arg in enumerate(args):
+        key = arg[len("--model."):].split("=", 1)[0] if arg.startswith("--model.") else None
+        if key in MOVED_KEYS:
+            found.setdefault(key, "the command line")
+        path = arg.split("=", 1)[1] if arg.startswith("--config=") else args[index + 1] if arg == "--config" and index + 1 < len(args) else None
+        if path is not None and Path(path).is_file():
+            found.update({key: path for key in _moved_in(yaml.safe_load(Path(path).read_text()) or {}) if key not in found})
+    if found:
+        by_source = {source: [key for key, where in found.items() if where == source] for source in found.values()}
+        moves = "; ".join(
+            f"{', '.join(f'model.{key}' for key in keys)} (in {source}) {'is' if len(keys) == 1 else 'are'} now "
+            + ", ".join(f"model.{MOVED_KEYS[key]}" for key in keys) for source, keys in by_source.items()
+        )
+        raise ValueError(f"{moves}. The module's settings are grouped under model.rollout, model.grpo, model.memory, "
+                         "model.evaluation and model.logging (configs/default.yaml shows the layout).")
+
+
+def _moved_in(config: dict[str, Any]) -> list[str]:
+    model = config.get("model") if isinstance(config, dict) else None
+    init_args = model.get("init_args", model) if isinstance(model, dict) else {}
+    return [key for key in (init_args or {}) if key in MOVED_KEYS]
+
+
 def _naming_a_field(error: BaseException) -> BaseException:
     """The outermost error of ``error``'s chain whose message starts with a config field
     (``model.…``, ``data.…``, ``trainer.…``); ``error`` itself when none does."""
@@ -115,7 +150,12 @@ def _named_as_set(error: ValueError) -> ValueError:
 
 def main(args: list[str] | None = None) -> MoTGRPOCLI:
     try:
-        return MoTGRPOCLI(MoTGRPOModule, ReasoningGymDataModule, save_config_kwargs={"overwrite": True}, args=args)
+        with warnings.catch_warnings():
+            # Lightning warns that a manually optimised module's step checkpoints hold the weights after
+            # the update: what resuming needs here (a step's rollouts, update and data position are saved
+            # together, tests/test_resume.py), so the warning would only mislead.
+            warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization", category=UserWarning)
+            return MoTGRPOCLI(MoTGRPOModule, ReasoningGymDataModule, save_config_kwargs={"overwrite": True}, args=args)
     except ValueError as error:
         renamed = _named_as_set(error)
         if renamed is error:

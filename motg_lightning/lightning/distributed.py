@@ -37,7 +37,7 @@ def layer_classes(model: nn.Module, names: Sequence[str] | None) -> tuple[type[n
     if missing or not found:
         present = sorted({type(module).__name__ for module in model.modules() if "Layer" in type(module).__name__ or "Block" in type(module).__name__})
         raise ValueError(
-            f"model.shard_layer_classes={sorted(wanted)}: the model has no module of class {sorted(missing or wanted)}; "
+            f"model.memory.shard_layer_classes={sorted(wanted)}: the model has no module of class {sorted(missing or wanted)}; "
             f"name its decoder-layer class instead (layer-like classes in this model: {present})."
         )
     return tuple(found)

@@ -1,65 +1,299 @@
-"""Start-up checks of :class:`motg_lightning.lightning.module.MoTGRPOModule`'s options: each impossible value
-is refused before any model is loaded, the message starting with the field as a config names it."""
+"""The module's settings, in small groups that each validate themselves (``model.rollout``,
+``model.grpo``, ``model.memory``, ``model.evaluation``, ``model.logging`` in a config).
+
+Every impossible value is refused when its group is built, before any model is loaded, with a
+message that starts with the field as a config names it (``model.grpo.beta=-1: ...``). Options
+that TRL's ``GRPOConfig`` also has keep TRL's names. A flat key of the old layout (``model.beta``)
+is refused by the CLI with its new place (:data:`MOVED_KEYS`).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from ..evaluation.held_out import EvalDecoding
+from ..grpo.loss import LossType, ScaleRewards
 from ..rollout.decoder import check_compile_mode
-from ..models import check_model_name
+from ..rollout.settings import RolloutSettings
+from ..rollout.stops import TokenPatterns
 from ..rules.filters import validate_filters
 
 
-def check_options(o: Any) -> None:
-    """Raise ``ValueError("model.<field>=<value>: ...")`` for the first option of ``o`` (the
-    module's hyperparameters, read as attributes) that cannot work."""
-    if o.num_generations < 2:
-        raise ValueError(f"model.num_generations={o.num_generations}: GRPO needs groups of at least 2.")
-    at_least_one = {
-        "max_new_tokens": o.max_new_tokens, "num_iterations": o.num_iterations, "micro_batch_size": o.micro_batch_size,
-        "micro_batch_tokens": o.micro_batch_tokens, "logit_chunk_size": o.logit_chunk_size, "sync_every": o.sync_every,
-        "ref_model_sync_steps": o.ref_model_sync_steps, "cold_stop_steps": o.cold_stop_steps,
-        "max_sampling_rounds": o.max_sampling_rounds, "eval_samples": o.eval_samples,
-        "max_nonfinite_updates": o.max_nonfinite_updates,
-    }
-    for name, value in at_least_one.items():
-        if value is not None and value < 1:
-            raise ValueError(f"model.{name}={value}: must be at least 1.")
-    if not 0 < o.top_entropy_quantile <= 1:
-        raise ValueError(f"model.top_entropy_quantile={o.top_entropy_quantile}: must be in (0, 1]; 1.0 trains on every step.")
-    validate_filters(o.top_p, o.min_p)
-    if not 0 < o.epsilon < 1 or (o.epsilon_high is not None and not 0 < o.epsilon_high):
-        raise ValueError(f"model.epsilon={o.epsilon}, model.epsilon_high={o.epsilon_high}: the clip range needs 0 < epsilon < 1 "
-                         "and epsilon_high > 0 (TRL's defaults: 0.2 and epsilon).")
-    if not o.beta >= 0:
-        raise ValueError(f"model.beta={o.beta}: the KL weight must be >= 0 (0 loads no reference model).")
-    if not 0 <= o.ref_model_mixup_alpha <= 1:
-        raise ValueError(f"model.ref_model_mixup_alpha={o.ref_model_mixup_alpha}: must be in [0, 1].")
-    if o.sync_ref_model and o.beta == 0:
-        raise ValueError("model.sync_ref_model=true needs a reference model: set model.beta to a non-zero value.")
-    forcing = o.thinking_budget is not None or o.force_answer_on_eos or o.cold_stop_entropy is not None
-    if forcing and o.think_end not in o.forced_answer:
-        raise ValueError(
-            f"model.forced_answer={o.forced_answer!r} must contain model.think_end={o.think_end!r}: "
-            "forcing ends the thinking phase by writing its end marker."
+def _at_least(group: str, minimum: int, values: Mapping[str, Any], meaning: Mapping[str, str] | None = None) -> None:
+    """Refuse the first of ``values`` (None allowed) below ``minimum``, naming ``model.<group>.<field>``."""
+    for name, value in values.items():
+        if value is not None and value < minimum:
+            relation = "at least 1" if minimum == 1 else f">= {minimum}"
+            hint = f" ({meaning[name]})" if meaning and name in meaning else ""
+            raise ValueError(f"model.{group}.{name}={value}: must be {relation}{hint}.")
+
+
+@dataclass(frozen=True)
+class RolloutOptions:
+    """`model.rollout`: how completions are generated.
+
+    Args:
+        max_new_tokens: completion length limit (TRL's `max_completion_length`; paper: 1024).
+        thinking_budget: thinking steps after which the rollout appends `forced_answer` itself
+            (budget forcing, Muennighoff et al., s1, arXiv 2501.19393); 0 forces at once, None never.
+        forced_answer: text appended by forcing; forced tokens are not trained on.
+        force_answer_on_eos: when the model draws EOS while still thinking, append
+            `forced_answer` instead of stopping (not in the paper).
+        cold_stop_entropy: Soft Thinking's cold stop (arXiv 2505.15778): append `forced_answer`
+            once `cold_stop_steps` thinking steps in a row have a next-token entropy below this
+            many nats (> 0); None disables it.
+        cold_stop_steps: low-entropy thinking steps in a row that trigger the cold stop.
+        top_p: top-p (nucleus) filter of the distribution every rule samples and mixes from, in
+            (0, 1] (TRL's `top_p`; Soft Thinking's filter); 1.0 keeps it all. The loss uses the
+            unfiltered distribution.
+        min_p: min-p filter: keep the tokens at least this fraction as probable as the most
+            probable one, in [0, 1) (TRL's `min_p`); None disables it.
+        think_end: marker that ends the thinking phase.
+        stop_strings: strings that end a completion besides EOS.
+        sync_every: decode steps between checks that every sequence stopped.
+        compile_decode: `torch.compile` mode of the decode step; `reduce-overhead` captures it in
+            a CUDA graph (the fast setting on a GPU); None decodes eagerly.
+    """
+
+    max_new_tokens: int = 128
+    thinking_budget: int | None = None
+    forced_answer: str = "</think>\n<answer>"
+    force_answer_on_eos: bool = False
+    cold_stop_entropy: float | None = None
+    cold_stop_steps: int = 8
+    top_p: float = 1.0
+    min_p: float | None = None
+    think_end: str = "</think>"
+    stop_strings: list[str] = field(default_factory=lambda: ["</answer>"])
+    sync_every: int = 16
+    compile_decode: str | None = None
+
+    def __post_init__(self) -> None:
+        _at_least("rollout", 1, {"max_new_tokens": self.max_new_tokens, "sync_every": self.sync_every,
+                                 "cold_stop_steps": self.cold_stop_steps})
+        _at_least("rollout", 0, {"thinking_budget": self.thinking_budget},
+                  {"thinking_budget": "0 forces the answer at once, null never forces"})
+        validate_filters(self.top_p, self.min_p, owner="model.rollout")
+        if self.cold_stop_entropy is not None and not self.cold_stop_entropy > 0:
+            raise ValueError(f"model.rollout.cold_stop_entropy={self.cold_stop_entropy}: must be > 0 nats (no entropy is "
+                             "below 0); null disables the cold stop.")
+        if not self.think_end:
+            raise ValueError("model.rollout.think_end='': must not be empty (an empty marker would match everywhere).")
+        if "" in self.stop_strings:
+            raise ValueError(f"model.rollout.stop_strings={list(self.stop_strings)!r}: an empty string would end every "
+                             "completion at once; remove it.")
+        if self.forces and self.think_end not in self.forced_answer:
+            raise ValueError(
+                f"model.rollout.forced_answer={self.forced_answer!r} must contain model.rollout.think_end={self.think_end!r}: "
+                "forcing ends the thinking phase by writing its end marker."
+            )
+        check_compile_mode(self.compile_decode, field="model.rollout.compile_decode")
+
+    @property
+    def forces(self) -> bool:
+        """Whether any setting makes the rollout append `forced_answer` itself."""
+        return self.thinking_budget is not None or self.force_answer_on_eos or self.cold_stop_entropy is not None
+
+    def settings(self, tokenizer: PreTrainedTokenizerBase, eos_ids: Iterable[int]) -> RolloutSettings:
+        """These options resolved into token ids with ``tokenizer``; ``eos_ids`` end a sequence."""
+        forced = tokenizer.encode(self.forced_answer, add_special_tokens=False) if self.forces else []
+        return RolloutSettings(
+            think_end=TokenPatterns.from_strings(tokenizer, [self.think_end]),
+            stop=TokenPatterns.from_strings(tokenizer, list(self.stop_strings)),
+            eos_ids=torch.tensor(sorted(set(eos_ids))), pad_id=tokenizer.pad_token_id,
+            forced_ids=torch.tensor(forced, dtype=torch.long), thinking_budget=self.thinking_budget,
+            force_answer_on_eos=self.force_answer_on_eos, cold_stop_entropy=self.cold_stop_entropy,
+            cold_stop_steps=self.cold_stop_steps, max_new_tokens=self.max_new_tokens, sync_every=self.sync_every,
+            top_p=self.top_p, min_p=self.min_p, compile_decode=self.compile_decode,
         )
-    at_least_zero = {
-        "thinking_budget": (o.thinking_budget, "0 forces the answer at once, null never forces"),
-        "log_completions_every_n_steps": (o.log_completions_every_n_steps, "0 never logs completions"),
-        "exploration_every_n_steps": (o.exploration_every_n_steps, "0 never logs the exploration entropies"),
-    }
-    for name, (value, meaning) in at_least_zero.items():
-        if value is not None and value < 0:
-            raise ValueError(f"model.{name}={value}: must be >= 0 ({meaning}).")
-    if o.max_grad_norm is not None and not o.max_grad_norm > 0:
-        raise ValueError(f"model.max_grad_norm={o.max_grad_norm}: must be > 0; null disables gradient clipping.")
-    if o.cold_stop_entropy is not None and not o.cold_stop_entropy > 0:
-        raise ValueError(f"model.cold_stop_entropy={o.cold_stop_entropy}: must be > 0 nats (no entropy is below 0); "
-                         "null disables the cold stop.")
-    if not o.think_end:
-        raise ValueError("model.think_end='': must not be empty (an empty marker would match everywhere).")
-    if "" in o.stop_strings:
-        raise ValueError(f"model.stop_strings={list(o.stop_strings)!r}: an empty string would end every completion "
-                         "at once; remove it.")
-    check_compile_mode(o.compile_decode)
-    check_model_name(o.model_name_or_path)
+
+
+@dataclass(frozen=True)
+class GRPOOptions:
+    """`model.grpo`: the objective and the update (GRPO of Shao et al., arXiv 2402.03300, with
+    TRL's option names).
+
+    Args:
+        num_generations: group size G, rollouts per prompt (TRL's `num_generations`; paper: 10).
+        beta: weight of the k3 KL to a frozen copy of the initial model (TRL's `beta`; paper: 0.1;
+            0 loads no reference model).
+        epsilon: ε of the ratio's clipping range [1 − ε, 1 + epsilon_high], in (0, 1) (TRL's `epsilon`).
+        epsilon_high: upper clipping bound, > 0; DAPO's asymmetric clip when it differs from ε
+            (arXiv 2503.14476; TRL's `epsilon_high`); None uses ε.
+        num_iterations: optimizer steps per rollout batch (TRL's `num_iterations`); the rollout's
+            log-likelihood before the first is the ratio's denominator.
+        loss_type: aggregation of per-step losses, as TRL's `loss_type`: `grpo`, `bnpo`,
+            `dr_grpo` or `dapo` (token mean over the batch, TRL's default).
+        top_entropy_quantile: train the policy term only on this fraction of highest-entropy steps
+            (arXiv 2506.01939); entropy is the sampling distribution's at rollout time. 1.0 keeps all.
+        scale_rewards: advantage scaling (TRL's `scale_rewards`): `group`, `batch` or `none`.
+        mask_truncated_completions: leave completions that hit `max_new_tokens` out of the loss
+            (TRL's `mask_truncated_completions`).
+        sync_ref_model: move the reference towards the policy every `ref_model_sync_steps`
+            optimizer steps by `ref_model_mixup_alpha` (TR-DPO, arXiv 2404.09656; TRL's
+            `sync_ref_model`); needs beta ≠ 0. The reference is then saved in checkpoints.
+        ref_model_sync_steps: optimizer steps between two moves of the reference.
+        ref_model_mixup_alpha: α in [0, 1] of a move, reference ← (1 − α) reference + α policy.
+        dynamic_sampling: DAPO's dynamic sampling (arXiv 2503.14476): drop groups whose rewards
+            are all equal and roll out further prompts from the training data until the batch is
+            full again, for at most `max_sampling_rounds` rollouts per step. Needs a datamodule.
+        max_sampling_rounds: rollouts per training step at most under dynamic sampling.
+        max_grad_norm: gradient-norm clip, > 0 (TRL's `max_grad_norm`; paper: 0.1); None disables it.
+        max_nonfinite_updates: an update whose gradient is not finite is skipped and logged
+            (`train/skipped_updates`); after this many in a row the run stops cleanly, keeping
+            its checkpoints.
+    """
+
+    num_generations: int = 8
+    beta: float = 0.0
+    epsilon: float = 0.2
+    epsilon_high: float | None = None
+    num_iterations: int = 1
+    loss_type: LossType = "dapo"
+    top_entropy_quantile: float = 1.0
+    scale_rewards: ScaleRewards = "group"
+    mask_truncated_completions: bool = False
+    sync_ref_model: bool = False
+    ref_model_sync_steps: int = 512
+    ref_model_mixup_alpha: float = 0.6
+    dynamic_sampling: bool = False
+    max_sampling_rounds: int = 3
+    max_grad_norm: float | None = 1.0
+    max_nonfinite_updates: int = 3
+
+    def __post_init__(self) -> None:
+        if self.num_generations < 2:
+            raise ValueError(f"model.grpo.num_generations={self.num_generations}: GRPO needs groups of at least 2.")
+        _at_least("grpo", 1, {"num_iterations": self.num_iterations, "ref_model_sync_steps": self.ref_model_sync_steps,
+                              "max_sampling_rounds": self.max_sampling_rounds,
+                              "max_nonfinite_updates": self.max_nonfinite_updates})
+        if not 0 < self.top_entropy_quantile <= 1:
+            raise ValueError(f"model.grpo.top_entropy_quantile={self.top_entropy_quantile}: must be in (0, 1]; 1.0 trains "
+                             "on every step.")
+        if not 0 < self.epsilon < 1 or (self.epsilon_high is not None and not 0 < self.epsilon_high):
+            raise ValueError(f"model.grpo.epsilon={self.epsilon}, model.grpo.epsilon_high={self.epsilon_high}: the clip "
+                             "range needs 0 < epsilon < 1 and epsilon_high > 0 (TRL's defaults: 0.2 and epsilon).")
+        if not self.beta >= 0:
+            raise ValueError(f"model.grpo.beta={self.beta}: the KL weight must be >= 0 (0 loads no reference model).")
+        if not 0 <= self.ref_model_mixup_alpha <= 1:
+            raise ValueError(f"model.grpo.ref_model_mixup_alpha={self.ref_model_mixup_alpha}: must be in [0, 1].")
+        if self.sync_ref_model and self.beta == 0:
+            raise ValueError("model.grpo.sync_ref_model=true needs a reference model: set model.grpo.beta to a non-zero value.")
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            raise ValueError(f"model.grpo.max_grad_norm={self.max_grad_norm}: must be > 0; null disables gradient clipping.")
+
+    @property
+    def clip_high(self) -> float:
+        """The upper clipping bound: `epsilon_high`, or ε when it is unset."""
+        return self.epsilon if self.epsilon_high is None else self.epsilon_high
+
+
+@dataclass(frozen=True)
+class MemoryOptions:
+    """`model.memory`: how the update fits in memory; none of these changes what is learned.
+
+    Args:
+        micro_batch_size: rollouts per forward/backward pass at most (memory does not grow with G).
+        micro_batch_tokens: also cap a micro-batch at this many tokens (prompt + completion
+            positions); None caps by `micro_batch_size` alone.
+        logit_chunk_size: steps per vocabulary projection in the loss, so no float32
+            rollouts × steps × vocabulary tensor is held; None projects all steps at once.
+        gradient_checkpointing: recompute activations in the backward pass (TRL's
+            `gradient_checkpointing`).
+        shard_layer_classes: module classes sharded one by one under FSDP2 (Lightning's
+            `ModelParallelStrategy`) and FSDP1 (`FSDPStrategy`, unless the strategy names its own
+            `auto_wrap_policy`); default: the model's `_no_split_modules` (its decoder layers).
+    """
+
+    micro_batch_size: int = 8
+    micro_batch_tokens: int | None = None
+    logit_chunk_size: int | None = 16
+    gradient_checkpointing: bool = False
+    shard_layer_classes: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        _at_least("memory", 1, {"micro_batch_size": self.micro_batch_size, "micro_batch_tokens": self.micro_batch_tokens,
+                                "logit_chunk_size": self.logit_chunk_size})
+
+    def rows_per_micro_batch(self, sequence_length: int) -> int:
+        """Rollouts per micro-batch for sequences of ``sequence_length`` positions."""
+        if self.micro_batch_tokens is None:
+            return self.micro_batch_size
+        return max(1, min(self.micro_batch_size, self.micro_batch_tokens // sequence_length))
+
+
+@dataclass(frozen=True)
+class EvaluationOptions:
+    """`model.evaluation`: how `validate` and `test` roll out.
+
+    Args:
+        decoding: `mixture` (the training rule), `sample` (discrete sampling at its
+            temperature) or `greedy`.
+        samples: rollouts per held-out question, for mean@k and pass@k.
+    """
+
+    decoding: EvalDecoding = "mixture"
+    samples: int = 1
+
+    def __post_init__(self) -> None:
+        _at_least("evaluation", 1, {"samples": self.samples})
+
+
+@dataclass(frozen=True)
+class LoggingOptions:
+    """`model.logging`: what goes to the logger besides the per-step statistics.
+
+    Args:
+        log_completions_every_n_steps: how often sample completions go to TensorBoard's text
+            tab; 0 never.
+        exploration_every_n_steps: how often the entropies along the reasoning and the
+            hidden-state entropy per layer are logged (one extra forward); 0 never. Token-space
+            exploration is logged every step.
+    """
+
+    log_completions_every_n_steps: int = 10
+    exploration_every_n_steps: int = 10
+
+    def __post_init__(self) -> None:
+        _at_least("logging", 0, {"log_completions_every_n_steps": self.log_completions_every_n_steps,
+                                 "exploration_every_n_steps": self.exploration_every_n_steps},
+                  {"log_completions_every_n_steps": "0 never logs completions",
+                   "exploration_every_n_steps": "0 never logs the exploration entropies"})
+
+
+@dataclass(frozen=True)
+class ModuleOptions:
+    """The five groups together, as the module reads them (``module.options.grpo.beta``)."""
+
+    rollout: RolloutOptions
+    grpo: GRPOOptions
+    memory: MemoryOptions
+    evaluation: EvaluationOptions
+    logging: LoggingOptions
+
+    @classmethod
+    def of(cls, **groups: Any) -> ModuleOptions:
+        """The groups given, each an options object or a mapping of its fields (as a checkpoint's
+        hyperparameters saved by the CLI hold them)."""
+        return cls(**{name: value if isinstance(value, GROUPS[name]) else GROUPS[name](**value) for name, value in groups.items()})
+
+    def as_dicts(self) -> dict[str, dict[str, Any]]:
+        """Each group as a mapping of its fields."""
+        return {name: asdict(getattr(self, name)) for name in GROUPS}
+
+
+GROUPS: dict[str, type] = {
+    "rollout": RolloutOptions, "grpo": GRPOOptions, "memory": MemoryOptions, "evaluation": EvaluationOptions,
+    "logging": LoggingOptions,
+}
+#: every key of the old flat layout under ``model`` and where it lives now
+MOVED_KEYS: dict[str, str] = {
+    **{f.name: f"{group}.{f.name}" for group, options in GROUPS.items() for f in fields(options)
+       if group != "evaluation"},
+    "eval_decoding": "evaluation.decoding", "eval_samples": "evaluation.samples",
+}

@@ -35,7 +35,9 @@ def step_progress_bar(existing: ProgressBar | None) -> ProgressBar | None:
     if type(existing) is TQDMProgressBar:
         return StepTQDMProgressBar(existing.refresh_rate, existing.process_position, existing._leave)
     if type(existing) is RichProgressBar:
-        from .rich_progress import StepRichProgressBar  # rich is installed: the trainer made this bar
+        from .rich_progress import (
+            StepRichProgressBar,  # rich is installed: the trainer made this bar
+        )
 
         return StepRichProgressBar(existing.refresh_rate, existing._leave, existing.theme, existing._console_kwargs)
     return None

@@ -1,8 +1,9 @@
 """The rollout: mixture-of-token generation over input embeddings (MoT-G).
 
-:mod:`.generate` is the decode loop, :mod:`.record` what it records (:class:`Rollout`),
-:mod:`.settings` its token-level settings, :mod:`.decoder` the model side (KV cache, compiled
-decode step) and :mod:`.stops` the stop-string automaton.
+:mod:`.generate` is the decode loop (choose, record, phase update, next logits), :mod:`.phase`
+each sequence's phase (thinking, forcing, stopping), :mod:`.record` what the loop records
+(:class:`Rollout`), :mod:`.settings` its token-level settings, :mod:`.decoder` the model side (KV
+cache, compiled decode step) and :mod:`.stops` the stop-string automaton.
 """
 
 from .decoder import Decoder

@@ -28,7 +28,7 @@ def prompt_positions(prompt_mask: Tensor) -> Tensor:
     return (prompt_mask.long().cumsum(-1) - 1).clamp_min(0)
 
 
-def check_compile_mode(mode: str | None, field: str = "model.compile_decode") -> None:
+def check_compile_mode(mode: str | None, field: str = "model.rollout.compile_decode") -> None:
     """Refuse at start-up a ``torch.compile`` mode that torch does not know (it would fail only
     at the first rollout). None (eager decoding) is always valid."""
     if mode is None:

@@ -1,18 +1,30 @@
 """What a rollout records (:class:`Rollout`): for every step its support, weights,
-representative token, phase and forced flag, so the loss can rebuild exactly the input embeddings
-the model saw (:meth:`Rollout.input_embeddings`); joining rollouts (:func:`concatenate`) and the
-evaluation mode generation runs in (:func:`eval_mode`)."""
+representative token, phase and forced flag, so the loss can rebuild exactly the inputs the model
+saw (:meth:`Rollout.model_inputs`); the buffers the decode loop fills one :class:`Step` at a time
+(:class:`StepRecord`); a step's log-likelihood as both generation and the loss take it
+(:func:`recorded_log_likelihood`); joining rollouts (:func:`concatenate`) and the evaluation mode
+generation runs in (:func:`eval_mode`)."""
 
 from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from .decoder import prompt_positions
-from ..rules.base import MixtureRule, MixtureStep
+from .decoder import in_compute_dtype, prompt_positions
+from ..rules.base import MixtureRule, MixtureStep, weight_entropy
+
+
+def recorded_log_likelihood(rule: MixtureRule, log_probs: Tensor, step: MixtureStep, mixing: Tensor, embedding: nn.Module) -> Tensor:
+    """``[...]`` log-likelihood of steps under their ``[..., V]`` log-probabilities: the rule's
+    likelihood where the step fed its mixture (``mixing``: a thinking step), its token's
+    log-probability elsewhere (answer, forced and padding steps)."""
+    mixed = rule.step_log_likelihood(log_probs, step, embedding)
+    token = log_probs.gather(-1, step.token.unsqueeze(-1)).squeeze(-1)
+    return torch.where(mixing, mixed, token)
 
 
 @dataclass
@@ -80,6 +92,72 @@ class Rollout:
         if rule.detaches_inputs:
             steps = torch.where(self.thinking[:, :-1, None], steps.detach(), steps)
         return torch.cat([embedding(self.prompt_ids), steps], dim=1)
+
+    def model_inputs(self, embedding: nn.Module, rule: MixtureRule) -> dict[str, Any]:
+        """Keyword arguments of one forward over the recorded inputs (no cache), whose last ``T``
+        positions give the logits of steps ``1 … T``: :meth:`input_embeddings` in autocast's compute
+        dtype (:func:`.decoder.in_compute_dtype`), the attention mask and the position ids."""
+        return dict(
+            inputs_embeds=in_compute_dtype(self.input_embeddings(embedding, rule)),
+            attention_mask=self.attention_mask()[:, :-1],
+            position_ids=self.position_ids()[:, :-1],
+            use_cache=False,
+        )
+
+
+class Step(NamedTuple):
+    """One decode step of ``N`` rows, as the loop records it."""
+
+    chosen: MixtureStep  # [N, k] the input fed to the model (its token alone where not mixing)
+    mixing: Tensor  # [N] the input was the rule's mixture (thinking, not forced)
+    forced: Tensor  # [N] the token was forced
+    active: Tensor  # [N] the row had not stopped before this step
+    log_likelihood: Tensor  # [N] under the policy (recorded_log_likelihood)
+    entropy: Tensor  # [N] of the tempered next-token distribution
+
+
+@dataclass
+class StepRecord:
+    """``[N, max_new_tokens, ...]`` buffers of a rollout's :class:`Rollout` fields, filled one step
+    at a time (:meth:`write`), then cut to the steps taken (:meth:`to_rollout`)."""
+
+    buffers: dict[str, Tensor]
+    extras: dict[str, Tensor] = field(default_factory=dict)  # a rule's draws, allocated at their first step
+
+    @classmethod
+    def empty(cls, rows: int, steps: int, k: int, pad_id: int, device: torch.device) -> "StepRecord":
+        """Buffers for ``rows`` rows of up to ``steps`` steps of support size ``k``."""
+
+        def zeros(*shape: int, dtype: torch.dtype | None = None) -> Tensor:  # [rows, steps, *shape]
+            return torch.zeros(rows, steps, *shape, dtype=dtype, device=device)
+
+        return cls({
+            "tokens": zeros(dtype=torch.long).fill_(pad_id), "support": zeros(k, dtype=torch.long).fill_(pad_id),
+            "weights": zeros(k), "thinking": zeros(dtype=torch.bool), "forced": zeros(dtype=torch.bool),
+            "completion_mask": zeros(dtype=torch.bool), "log_likelihood": zeros(), "entropy": zeros(), "weight_entropy": zeros(),
+        })
+
+    def write(self, t: int, step: Step) -> None:
+        """Record ``step`` as step ``t`` (its phase flags only on rows still active)."""
+        chosen, active = step.chosen, step.active
+        values = {
+            "tokens": chosen.token, "support": chosen.support, "weights": chosen.weights,
+            "thinking": step.mixing & active, "forced": step.forced & active, "completion_mask": active,
+            "log_likelihood": step.log_likelihood, "entropy": step.entropy, "weight_entropy": weight_entropy(chosen.weights),
+        }
+        for name, value in values.items():
+            self.buffers[name][:, t] = value
+        for name, value in chosen.extras.items():
+            if name not in self.extras:
+                rows, steps = self.buffers["tokens"].shape
+                self.extras[name] = torch.zeros(rows, steps, *value.shape[1:], dtype=value.dtype, device=self.buffers["tokens"].device)
+            self.extras[name][:, t] = value
+
+    def to_rollout(self, used: int, prompt_ids: Tensor, prompt_mask: Tensor, truncated: Tensor) -> Rollout:
+        """The first ``used`` steps, with their prompts and which rows were ``truncated``."""
+        trimmed = {name: value[:, :used] for name, value in self.buffers.items()}
+        extras = {name: value[:, :used] for name, value in self.extras.items()}
+        return Rollout(prompt_ids=prompt_ids, prompt_mask=prompt_mask.bool(), truncated=truncated, extras=extras, **trimmed)
 
 
 def concatenate(parts: list[Rollout]) -> Rollout:

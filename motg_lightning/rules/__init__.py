@@ -3,16 +3,18 @@
 :mod:`.base` holds the interface every rule implements (:class:`MixtureRule`); :mod:`.paper` the
 rules of the MoT-G paper; :mod:`.related` and :mod:`.dense` the related methods of the field;
 :mod:`.filters` the top-p/min-p filters every rule samples under; :mod:`.densities` the
-probability densities of the density likelihoods. Every rule class is exported here, so a config
-names it as ``motg_lightning.rules.<Rule>``.
+probability densities of the density likelihoods; :mod:`.registry` the table of trainable rules
+(:data:`REGISTRY`). Every rule class is exported here, so a config names it as
+``motg_lightning.rules.<Rule>``.
 """
 
 from .base import MixtureRule, MixtureStep
 from .dense import Gaussian, MixtureOfInputs
 from .paper import Dirichlet, Discrete, ElementwiseMax, Greedy, Nucleus, Sampled, TopK
+from .registry import REGISTRY, RegisteredRule
 from .related import Gumbel, Multiplex
 
 __all__ = [
     "Dirichlet", "Discrete", "ElementwiseMax", "Gaussian", "Greedy", "Gumbel", "MixtureOfInputs", "MixtureRule",
-    "MixtureStep", "Multiplex", "Nucleus", "Sampled", "TopK",
+    "MixtureStep", "Multiplex", "Nucleus", "REGISTRY", "RegisteredRule", "Sampled", "TopK",
 ]

@@ -8,9 +8,11 @@ the trajectory's text. Given fresh logits and the recorded step, the rule also r
 step's log-likelihood for the GRPO loss.
 
 New methods subclass :class:`MixtureRule` and implement :meth:`MixtureRule.choose` (and
-:meth:`MixtureRule.embed` or :meth:`MixtureRule.step_log_likelihood` where they differ); the
+:meth:`MixtureRule.embed` where the input differs; a rule whose paper trains with a density lists
+``"density"`` in ``LIKELIHOODS`` and implements :meth:`MixtureRule.density_log_likelihood`); the
 rollout and the loss only use this interface, and pass the model's input embedding to all three
-(rules whose input is not a plain weighted sum, such as Gaussian noise, need it).
+(rules whose input is not a plain weighted sum, such as Gaussian noise, need it). A trainable rule
+is also entered in :mod:`.registry`, which the benchmarks, the README and the tests read.
 """
 
 from __future__ import annotations
@@ -107,8 +109,10 @@ class MixtureRule(ABC):
             `representative`: log π(r_t) of the representative token (the paper's Dirichlet runs);
             `weighted`: Σ_i w̃_i log π(S_t,i) with w̃ = π renormalised on the support,
             the gradient flowing through w̃ (the paper's "different tokens" runs).
+            A rule adds `density` or `sum` to its `LIKELIHOODS` where its paper trains with one.
     """
 
+    #: the likelihoods a rule accepts; any other is refused at construction
     LIKELIHOODS: tuple[str, ...] = ("representative", "weighted")
     #: the representative token is a plain draw from the distribution, so an answer step reuses
     #: it instead of drawing again
@@ -159,13 +163,35 @@ class MixtureRule(ABC):
         return (step.weights.unsqueeze(-1).to(vectors.dtype) * vectors).sum(-2)
 
     def step_log_likelihood(self, log_probs: Tensor, step: MixtureStep, embedding: nn.Module) -> Tensor:
-        """Log-likelihood of a recorded thinking step under ``[..., V]`` log-probs."""
-        if self.likelihood == "representative":
-            return log_probs.gather(-1, step.token.unsqueeze(-1)).squeeze(-1)
+        """Log-likelihood of a recorded thinking step under ``[..., V]`` log-probs: the method of
+        :attr:`likelihood` (one of ``LIKELIHOODS``, checked at construction)."""
+        scorers = {
+            "representative": self.representative_log_likelihood,
+            "weighted": self.weighted_log_likelihood,
+            "density": self.density_log_likelihood,
+            "sum": self.sum_log_likelihood,
+        }
+        return scorers[self.likelihood](log_probs, step, embedding)
+
+    def representative_log_likelihood(self, log_probs: Tensor, step: MixtureStep, embedding: nn.Module) -> Tensor:
+        """``log π(r_t)`` of the representative token."""
+        return log_probs.gather(-1, step.token.unsqueeze(-1)).squeeze(-1)
+
+    def weighted_log_likelihood(self, log_probs: Tensor, step: MixtureStep, embedding: nn.Module) -> Tensor:
+        """``Σ_i w̃_i log π(S_t,i)`` over the slots with weight, ``w̃`` = π renormalised on them."""
         in_support = step.weights > 0
         masked = kept_log_probs(log_probs, step.support, in_support)
         policy_weights = torch.softmax(masked, dim=-1)
         return (policy_weights * masked.masked_fill(~in_support, 0.0)).sum(-1)
+
+    def sum_log_likelihood(self, log_probs: Tensor, step: MixtureStep, embedding: nn.Module) -> Tensor:
+        """``Σ_i log π(S_t,i)`` over every slot: the log-probability of the support as independent
+        draws (Multiplex's; only right where every slot is a draw)."""
+        return log_probs.gather(-1, step.support).sum(-1)
+
+    def density_log_likelihood(self, log_probs: Tensor, step: MixtureStep, embedding: nn.Module) -> Tensor:
+        """The log-density of the step's own random draws; rules listing ``"density"`` implement it."""
+        raise NotImplementedError(f"{type(self).__name__} has no density likelihood.")
 
     def _top_k(self, log_probs: Tensor) -> tuple[Tensor, Tensor]:
         top_log_probs, support = log_probs.topk(min(self.k, log_probs.shape[-1]), dim=-1)

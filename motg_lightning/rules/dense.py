@@ -95,9 +95,8 @@ class Gaussian(MixtureRule):
         mean = super().embed(embedding, step)
         return mean + step.extras["noise"].to(mean.dtype)
 
-    def step_log_likelihood(self, log_probs: Tensor, step: MixtureStep, embedding: nn.Module) -> Tensor:
-        if self.likelihood != "density":
-            return super().step_log_likelihood(log_probs, step, embedding)
+    def density_log_likelihood(self, log_probs: Tensor, step: MixtureStep, embedding: nn.Module) -> Tensor:
+        """``log N(e; μ_θ, σ² I)`` of the input the model saw."""
         # The sampled input e is data: rebuilt from the record and detached, so the gradient reaches
         # the embedding matrix and the logits only through the mean μ_θ (a score-function estimate).
         vectors = embedding(step.support).float()

@@ -99,9 +99,8 @@ class Dirichlet(MixtureRule):
         q = torch.softmax(kept_log_probs(log_probs, support, kept), dim=-1)
         return (self.alpha * q).clamp_min(self.min_concentration)
 
-    def step_log_likelihood(self, log_probs: Tensor, step: MixtureStep, embedding: nn.Module) -> Tensor:
-        if self.likelihood != "density":
-            return super().step_log_likelihood(log_probs, step, embedding)
+    def density_log_likelihood(self, log_probs: Tensor, step: MixtureStep, embedding: nn.Module) -> Tensor:
+        """``log Dirichlet(w; α q_θ)`` of the recorded weights over the slots that were drawn."""
         kept = step.weights > 0
         return dirichlet_log_density(step.weights, self.concentration(log_probs, step.support, kept), kept)
 

@@ -5,7 +5,7 @@
 * :class:`Multiplex` -- Multiplex Thinking (arXiv 2601.08808) and CoT2's multi-token sampling
   (arXiv 2505.23648): K i.i.d. samples; the likelihood is the sum of their log-probabilities.
 
-(The Dirichlet density of CoT2 is ``Dirichlet(likelihood="density")`` in :mod:`.mixture`.)
+(The Dirichlet density of CoT2 is ``Dirichlet(likelihood="density")`` in :mod:`.paper`.)
 """
 
 from __future__ import annotations
@@ -77,9 +77,8 @@ class Gumbel(MixtureRule):
         the density likelihood here (the token likelihoods keep that path)."""
         return self.likelihood == "density"
 
-    def step_log_likelihood(self, log_probs: Tensor, step: MixtureStep, embedding: nn.Module) -> Tensor:
-        if self.likelihood != "density":
-            return super().step_log_likelihood(log_probs, step, embedding)
+    def density_log_likelihood(self, log_probs: Tensor, step: MixtureStep, embedding: nn.Module) -> Tensor:
+        """``Σ_i log Gumbel(z_i; log q_θ,i, 1)`` of the recorded perturbed values."""
         # Slots a filter removed were never perturbed (recorded -inf): the density runs over the
         # kept slots, with q renormalised on them, which is the sampling distribution at θ_old.
         kept = torch.isfinite(step.extras["perturbed"])
@@ -94,7 +93,7 @@ class Multiplex(MixtureRule):
     CoT2's multi-token sampling. k = 1 is ordinary sampling.
 
     The likelihood (``likelihood="sum"``) is ``Σ_i log π(S_i)``, the log-probability of the K
-    independent draws.
+    independent draws (:meth:`MixtureRule.sum_log_likelihood`).
 
     Args:
         likelihood: `sum` (the default): Σ_i log π(S_i) of the K draws; or `representative` /
@@ -121,8 +120,3 @@ class Multiplex(MixtureRule):
         else:
             weights = renormalise(probs.gather(-1, support))
         return MixtureStep(support, weights, draw_representative(support, weights))
-
-    def step_log_likelihood(self, log_probs: Tensor, step: MixtureStep, embedding: nn.Module) -> Tensor:
-        if self.likelihood != "sum":
-            return super().step_log_likelihood(log_probs, step, embedding)
-        return log_probs.gather(-1, step.support).sum(-1)

@@ -1,0 +1,132 @@
+"""The GRPO loss of one micro-batch, as one pure function of log-likelihoods and advantages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..collectives import gather_rows, mean_over_ranks
+from ..rollout.record import Rollout
+from .loss import (
+    LossType, ScaleRewards, aggregate_loss, clipped_surrogate, group_advantages, high_entropy_mask, k3_kl, token_mean,
+)
+
+
+@dataclass(frozen=True)
+class Normalisers:
+    """What every micro-batch's loss of one step divides by, fixed before the first.
+
+    Attributes:
+        counted: steps of this process's batch that count (metrics are token means over them).
+        batch_tokens: the loss's token count (for ``dapo``, every process's count divided by
+            the number of processes, as gradients are averaged across them).
+        sequences: rollouts of this process's batch.
+        max_new_tokens: ``dr_grpo``'s per-sequence length.
+    """
+
+    counted: Tensor
+    batch_tokens: Tensor
+    sequences: int
+    max_new_tokens: int
+
+
+@dataclass(frozen=True)
+class MicroBatchLoss:
+    """``loss``: the micro-batch's differentiable share of the batch loss; ``clip_fraction`` and
+    ``kl`` (None without a reference): its detached shares of the batch's token means."""
+
+    loss: Tensor
+    clip_fraction: Tensor
+    kl: Tensor | None
+
+
+def micro_batch_loss(
+    log_likelihood: Tensor, old_log_likelihood: Tensor, reference_log_likelihood: Tensor | None, advantages: Tensor,
+    loss_mask: Tensor, policy_mask: Tensor, normalisers: Normalisers, *,
+    epsilon: float, epsilon_high: float, beta: float, loss_type: LossType,
+) -> MicroBatchLoss:
+    """Clipped surrogate on the policy's steps (``policy_mask``), plus ``beta`` × k3 KL to the
+    reference on every counted step (``loss_mask``), aggregated as TRL's ``loss_type``.
+
+    All tensors are the micro-batch's rows: ``[n, T]`` step values and masks, ``[n]`` advantages.
+    """
+    per_step, clipped = clipped_surrogate(log_likelihood, old_log_likelihood, advantages, epsilon, epsilon_high)
+    per_step = per_step * policy_mask
+    kl = None
+    if reference_log_likelihood is not None:
+        kl_per_step = k3_kl(log_likelihood, reference_log_likelihood)
+        per_step = per_step + beta * kl_per_step
+        kl = token_mean(kl_per_step.detach(), loss_mask, normalisers.counted)
+    n = normalisers
+    loss = aggregate_loss(per_step, loss_mask, loss_type, n.batch_tokens, n.sequences, n.max_new_tokens)
+    return MicroBatchLoss(loss, token_mean(clipped.float(), loss_mask, normalisers.counted), kl)
+
+
+@dataclass(frozen=True)
+class UpdateTargets:
+    """What the update fits, fixed once per step: ``[N]`` advantages, the ``[N, T]`` steps that
+    count (``loss_mask``) and those the policy term trains on (``policy_mask``), the normalisers."""
+
+    advantages: Tensor
+    loss_mask: Tensor
+    policy_mask: Tensor
+    normalisers: Normalisers
+
+
+def update_targets(
+    rollout: Rollout, rewards: Tensor, *, group_size: int, scale_rewards: ScaleRewards, mask_truncated_completions: bool,
+    loss_type: LossType, top_entropy_quantile: float, max_new_tokens: int,
+) -> UpdateTargets:
+    """Group-normalised advantages of ``rewards`` (``[N]``, on the rollout's device), the steps
+    that count and those the policy term trains on, with what the loss divides by; TRL's options.
+
+    Statistics TRL takes over the whole batch (the ``batch`` reward std, the entropy quantile, the
+    ``dapo`` token count) are taken over every process's rows; groups need no other process."""
+    batch_rewards = gather_rows(rewards) if scale_rewards == "batch" else None
+    advantages = group_advantages(rewards, group_size, scale_rewards, batch_rewards=batch_rewards)
+    loss_mask = rollout.loss_mask
+    if mask_truncated_completions:
+        loss_mask = loss_mask & ~rollout.truncated.unsqueeze(-1)
+    counted = loss_mask.sum()
+    # dapo: every process's steps count, and gradients are averaged over processes
+    batch_tokens = mean_over_ranks(counted.float()) if loss_type == "dapo" else counted
+    batch_entropy = gather_rows(rollout.entropy[loss_mask].float()) if top_entropy_quantile < 1 else None
+    policy_mask = high_entropy_mask(rollout.entropy, loss_mask, top_entropy_quantile, batch_entropy)
+    normalisers = Normalisers(counted, batch_tokens, loss_mask.shape[0], max_new_tokens)
+    return UpdateTargets(advantages, loss_mask, policy_mask, normalisers)
+
+
+@dataclass(frozen=True)
+class FixedLikelihoods:
+    """``[N, T]`` step log-likelihoods computed before the first optimizer step: the ratio's
+    denominator when several steps share the rollout (None: the live value, detached), and the
+    reference model's (None without one)."""
+
+    old: Tensor | None
+    reference: Tensor | None
+
+
+class UpdateTotals:
+    """Sums over an update's micro-batches and optimizer steps; :meth:`averages` for logging."""
+
+    def __init__(self, device: torch.device, with_kl: bool):
+        zero = torch.zeros((), device=device)
+        self.sums = {"loss": zero, "clip_fraction": zero, "grad_norm": zero, **({"kl": zero} if with_kl else {})}
+        self.skipped_updates, self.steps = zero, 0
+
+    def add(self, part: MicroBatchLoss) -> None:
+        self.sums["loss"] = self.sums["loss"] + part.loss.detach()
+        self.sums["clip_fraction"] = self.sums["clip_fraction"] + part.clip_fraction
+        if part.kl is not None:
+            self.sums["kl"] = self.sums["kl"] + part.kl
+
+    def add_step(self, gradient_norm: Tensor, applied: bool) -> None:
+        self.sums["grad_norm"] = self.sums["grad_norm"] + gradient_norm
+        self.skipped_updates = self.skipped_updates + (0 if applied else 1)
+        self.steps += 1
+
+    def averages(self) -> dict[str, Tensor]:
+        """Each sum over the optimizer steps' mean; skipped updates counted."""
+        return {**{name: value / self.steps for name, value in self.sums.items()}, "skipped_updates": self.skipped_updates}

@@ -1,0 +1,71 @@
+"""Loading the policy (and the frozen reference) for training, and the checks that need them:
+refusals raised before the first rollout, each naming the setting to change."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from lightning.pytorch.strategies import FSDPStrategy
+from torch import nn
+
+from ..grpo.likelihood import SHARDED_METHOD, log_likelihood_of_steps
+from ..models import load_causal_lm
+from ..rules import MixtureRule
+from .distributed import layer_classes, register_forward_method, shard_fully
+from .options import MemoryOptions, RolloutOptions
+
+
+def load_policy_and_reference(
+    name: str, dtype: str, memory: MemoryOptions, with_reference: bool, mesh: Any = None,
+) -> tuple[nn.Module, nn.Module | None]:
+    """The policy in training mode and, ``with_reference``, a frozen copy of it; both sharded
+    layer by layer over ``mesh``'s data-parallel dimension when one is given (FSDP2)."""
+    policy = load_causal_lm(name, dtype, memory.gradient_checkpointing).train()
+    reference = copy.deepcopy(policy).requires_grad_(False).eval() if with_reference else None
+    if mesh is not None:
+        classes = layer_classes(policy, memory.shard_layer_classes)
+        for model in (policy, reference):
+            if model is not None:
+                shard_fully(model, mesh["data_parallel"], classes)
+                register_forward_method(model, SHARDED_METHOD, log_likelihood_of_steps)
+    return policy, reference
+
+
+def refuse_fsdp1_reference(strategy: Any, beta: float) -> None:
+    """FSDP1 cannot hold a reference model: it would be an FSDP1 root of its own."""
+    if isinstance(strategy, FSDPStrategy) and beta != 0:
+        raise ValueError(
+            f"model.grpo.beta={beta} with trainer.strategy=FSDPStrategy (FSDP1): the reference model would be its own "
+            "FSDP1 root, whose embedding and LM head stay sharded outside its forward, where the loss uses them; use "
+            "FSDP2 (--config configs/strategy/fsdp2.yaml), ddp, or model.grpo.beta=0."
+        )
+
+
+def check_support(rule: MixtureRule, policy: nn.Module) -> None:
+    vocabulary = policy.get_input_embeddings().num_embeddings
+    if rule.k > vocabulary:
+        raise ValueError(f"model.mixture.k={rule.k}: above the model's vocabulary of {vocabulary} tokens.")
+
+
+def check_lengths(policy: nn.Module, longest_prompt: int, rollout: RolloutOptions, memory: MemoryOptions) -> None:
+    """Refuse settings under which the longest prompt cannot be trained on."""
+    needed = longest_prompt + rollout.max_new_tokens
+    context = getattr(policy.config, "max_position_embeddings", None)
+    if context is not None and needed > context:
+        raise ValueError(
+            f"model.rollout.max_new_tokens={rollout.max_new_tokens}: with the longest prompt ({longest_prompt} tokens) a "
+            f"sequence needs {needed} positions, beyond the model's context of {context}; lower it or set data.max_prompt_length."
+        )
+    if memory.micro_batch_tokens is not None and needed > memory.micro_batch_tokens:
+        raise ValueError(
+            f"model.memory.micro_batch_tokens={memory.micro_batch_tokens}: one sequence (longest prompt {longest_prompt} + "
+            f"max_new_tokens {rollout.max_new_tokens} = {needed} tokens) does not fit; raise it to at least {needed}."
+        )
+
+
+def eos_ids(tokenizer: Any, policy: nn.Module) -> set[int]:
+    """The ids that end a sequence: the tokenizer's EOS and the model's generation config's."""
+    configured = policy.generation_config.eos_token_id
+    configured = list(configured) if isinstance(configured, (list, tuple)) else [configured]
+    return {tokenizer.eos_token_id, *configured} - {None}

@@ -1,0 +1,56 @@
+"""The micro-batch loss as a pure function: micro-batches add up to the batch's loss."""
+
+import pytest
+import torch
+
+from motg_lightning.grpo.loss import aggregate_loss, clipped_surrogate, k3_kl, token_mean
+from motg_lightning.grpo.objective import Normalisers, micro_batch_loss
+
+N, T = 6, 5
+
+
+def batch(seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    log_likelihood = -torch.rand(N, T, generator=generator)
+    old = log_likelihood + 0.3 * torch.randn(N, T, generator=generator)
+    reference = log_likelihood + 0.5 * torch.randn(N, T, generator=generator)
+    advantages = torch.randn(N, generator=generator)
+    mask = torch.rand(N, T, generator=generator) > 0.2
+    policy = mask & (torch.rand(N, T, generator=generator) > 0.3)
+    return log_likelihood, old, reference, advantages, mask, policy
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo"])
+def test_micro_batches_add_up_to_the_batch_loss(loss_type):
+    log_likelihood, old, reference, advantages, mask, policy = batch()
+    normalisers = Normalisers(mask.sum(), mask.sum(), N, T)
+    options = dict(epsilon=0.2, epsilon_high=0.28, beta=0.04, loss_type=loss_type)
+    whole = micro_batch_loss(log_likelihood, old, reference, advantages, mask, policy, normalisers, **options)
+    parts = [micro_batch_loss(log_likelihood[rows], old[rows], reference[rows], advantages[rows], mask[rows], policy[rows],
+                              normalisers, **options) for rows in (slice(0, 4), slice(4, 6))]
+    torch.testing.assert_close(sum(part.loss for part in parts), whole.loss)
+    torch.testing.assert_close(sum(part.kl for part in parts), whole.kl)
+    torch.testing.assert_close(sum(part.clip_fraction for part in parts), whole.clip_fraction)
+
+
+def test_the_loss_is_the_clipped_surrogate_on_policy_steps_plus_beta_kl_on_counted_steps():
+    log_likelihood, old, reference, advantages, mask, policy = batch(1)
+    normalisers = Normalisers(mask.sum(), mask.sum(), N, T)
+    result = micro_batch_loss(log_likelihood, old, reference, advantages, mask, policy, normalisers,
+                              epsilon=0.2, epsilon_high=0.2, beta=0.5, loss_type="bnpo")
+    surrogate, clipped = clipped_surrogate(log_likelihood, old, advantages, 0.2, 0.2)
+    kl = k3_kl(log_likelihood, reference)
+    expected = aggregate_loss(surrogate * policy + 0.5 * kl, mask, "bnpo", mask.sum(), N, T)
+    torch.testing.assert_close(result.loss, expected)
+    torch.testing.assert_close(result.kl, token_mean(kl, mask))
+    torch.testing.assert_close(result.clip_fraction, token_mean(clipped.float(), mask))
+
+
+def test_without_a_reference_there_is_no_kl_and_the_gradient_flows_to_the_policy_only():
+    log_likelihood, old, _, advantages, mask, policy = batch(2)
+    log_likelihood.requires_grad_(True)
+    result = micro_batch_loss(log_likelihood, old, None, advantages, mask, policy, Normalisers(mask.sum(), mask.sum(), N, T),
+                              epsilon=0.2, epsilon_high=0.2, beta=0.0, loss_type="dapo")
+    assert result.kl is None and not result.clip_fraction.requires_grad
+    result.loss.backward()
+    assert log_likelihood.grad[~policy].eq(0).all() and log_likelihood.grad[policy].ne(0).any()
