@@ -5,23 +5,31 @@ the same model, prompts, group size, prompts per step and completion length, in 
     python benchmarks/grpo_step.py --device cuda --dtype bfloat16 --model random:SmolLM2-135M-Instruct \\
         --prompts-per-step 8 --new-tokens 256
 
-Each method runs in its own process; the first step is a warm-up and the mean of the next
-``--steps`` is reported with the process's peak memory (RSS on CPU, allocated on CUDA). EOS is
-suppressed on both sides, so every completion has exactly ``--new-tokens`` tokens and the work is
-equal. TRL is an optional dependency of this script only (``pip install trl``).
+TRL's trainer and ours do not share a process, so the rounds interleave processes: each of
+``--rounds`` rounds runs every method's process in turn, in an order rotated each round (A B C,
+B C A, ...). A process does one untimed warm-up step (its time, compilation and first-call costs
+included, is reported as ``warmup_seconds``) and then ``--steps`` timed steps, whose mean is that
+round's s/step. Reported per method: the median s/step over the rounds and its spread (min-max),
+the time ratio to TRL's (to the first method's without ``trl``) computed round by round, i.e. each
+round's s/step over the baseline's in the same round (median and min-max; below 1 is faster), the
+median warm-up step, and the peak memory of its processes (max over rounds; RSS on CPU, allocated
+on CUDA). EOS is suppressed on both sides, so every completion has exactly ``--new-tokens`` tokens
+and the work is equal. ``--method M`` runs one process and prints its JSON line. TRL is an optional
+dependency of this script only (``pip install trl``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
+import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
-from method_processes import measure_each, write_results
+from method_processes import measure_rounds, memory_kind, peak_memory_mib, write_results
+from rounds import first_present, median, number, summarize, summary_columns, table
 
 from motg_lightning.rules import REGISTRY
 
@@ -40,13 +48,7 @@ def items(args, tokenizer) -> list[dict]:
     return [{"prompt_ids": data.build_prompt(tokenizer, e["question"]), "entry": e, "task": "basic_arithmetic"} for e in entries]
 
 
-def peak_memory(device: str) -> float:
-    if device.startswith("cuda"):
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def run_trl(args) -> tuple[list[float], list[float]]:
+def run_trl(args) -> tuple[float, list[float], list[float]]:
     import json as js
 
     from datasets import Dataset
@@ -65,11 +67,17 @@ def run_trl(args) -> tuple[list[float], list[float]]:
     def reward(completions, entry, **_):
         return scorer(completions, [js.loads(e) for e in entry]).total.tolist()
 
-    class Clock(TrainerCallback):
+    class Clock(TrainerCallback):  # steps after the first: from one step's end to the next's
         def __init__(self):
-            self.marks, self.lengths = [time.perf_counter()], []
+            self.marks, self.lengths = [], []
+
+        def on_step_begin(self, *_, **__):
+            if not self.marks:
+                self.marks.append(time.perf_counter())  # the warm-up step's start, its batch fetched
 
         def on_step_end(self, *_, **__):
+            if args.device.startswith("cuda"):
+                torch.cuda.synchronize()
             self.marks.append(time.perf_counter())
 
         def on_log(self, _args, _state, _control, logs=None, **__):
@@ -88,10 +96,11 @@ def run_trl(args) -> tuple[list[float], list[float]]:
     )
     GRPOTrainer(model=model, reward_funcs=reward, args=config, train_dataset=dataset, processing_class=tokenizer,
                 callbacks=[clock]).train()
-    return [b - a for a, b in zip(clock.marks[1:], clock.marks[2:])], clock.lengths[1:]
+    steps = [b - a for a, b in zip(clock.marks, clock.marks[1:])]
+    return steps[0], steps[1:], clock.lengths[1:]
 
 
-def run_ours(args) -> tuple[list[float], list[float]]:
+def run_ours(args) -> tuple[float, list[float], list[float]]:
     import lightning as L
     from torch.utils.data import DataLoader
 
@@ -135,7 +144,7 @@ def run_ours(args) -> tuple[list[float], list[float]]:
         precision="bf16-true" if args.dtype == "bfloat16" else "32-true",
     )
     trainer.fit(module, loader)
-    return clock.marks[1:], clock.lengths[1:]
+    return clock.marks[0], clock.marks[1:], clock.lengths[1:]
 
 
 def main() -> None:
@@ -147,7 +156,8 @@ def main() -> None:
     parser.add_argument("--prompts-per-step", type=int, default=1)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--beta", type=float, default=0.0)
-    parser.add_argument("--steps", type=int, default=3, help="measured steps after one warm-up step")
+    parser.add_argument("--steps", type=int, default=3, help="measured steps after one warm-up step, in each process")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds, one process per method each (default 3)")
     parser.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=True,
                         help="on both sides (TRL's GRPOConfig turns it on by default)")
     parser.add_argument("--compile-decode", default=None, metavar="MODE",
@@ -159,20 +169,33 @@ def main() -> None:
     args = parser.parse_args()
     if args.method:
         torch.manual_seed(0)
-        seconds, lengths = (run_trl if args.method == "trl" else run_ours)(args)
+        warmup, seconds, lengths = (run_trl if args.method == "trl" else run_ours)(args)
         print(json.dumps({"method": args.method, "seconds_per_step": sum(seconds) / len(seconds), "steps": seconds,
-                          "mean_completion_length": sum(lengths) / max(len(lengths), 1), "peak_memory_mib": peak_memory(args.device)}))
+                          "warmup_seconds": warmup, "mean_completion_length": sum(lengths) / max(len(lengths), 1),
+                          "peak_memory_mib": peak_memory_mib(args.device), "memory_kind": memory_kind(args.device)}))
         return
 
-    results = measure_each(__file__, args.methods, sys.argv[1:])
-    trl = next((r for r in results if r["method"] == "trl"), None)
+    per_round = measure_rounds(__file__, args.methods, sys.argv[1:], args.rounds)
+    methods = [method for method in args.methods if any(method in rows for rows in per_round)]
+    baseline = first_present(["trl", *methods], methods)
+    figures = [{method: row["seconds_per_step"] for method, row in rows.items()} for rows in per_round]
+    results = []
+    for method, summary in summarize(figures, methods, baseline).items():
+        runs = [rows[method] for rows in per_round if method in rows]
+        results.append({
+            "method": method, "seconds_per_step": summary["median"], "rounds": summary["rounds"], "spread": summary["spread"],
+            "baseline": baseline, "ratios": summary["ratios"], "ratio_median": summary["ratio_median"],
+            "ratio_spread": summary["ratio_spread"], "time_vs_trl": summary["ratio_median"] if baseline == "trl" else None,
+            "warmup_seconds": median([run["warmup_seconds"] for run in runs]), "steps": [run["steps"] for run in runs],
+            "mean_completion_length": statistics.mean(run["mean_completion_length"] for run in runs),
+            "peak_memory_mib": max(run["peak_memory_mib"] for run in runs), "memory_kind": runs[0]["memory_kind"] + ", max over rounds",
+        })
     print(f"\nmodel {args.model}, {args.device}, {args.dtype}, {args.prompts_per_step} prompt(s) x {args.group_size} "
-          f"x {args.new_tokens} tokens, beta {args.beta}, gradient checkpointing {args.gradient_checkpointing}")
-    print(f"{'method':<20}{'s/step':>8}{'vs TRL':>9}{'peak MiB':>10}{'mean len':>10}")
-    for row in results:
-        row["time_vs_trl"] = row["seconds_per_step"] / trl["seconds_per_step"] if trl else float("nan")
-        print(f"{row['method']:<20}{row['seconds_per_step']:>8.2f}{row['time_vs_trl']:>8.2f}x"
-              f"{row['peak_memory_mib']:>10.0f}{row['mean_completion_length']:>10.1f}")
+          f"x {args.new_tokens} tokens, beta {args.beta}, gradient checkpointing {args.gradient_checkpointing}; {args.rounds} "
+          f"interleaved rounds of a process per method, {args.steps} timed steps each: median s/step and min-max, "
+          f"time ratio to {baseline or 'no baseline'} round by round")
+    columns = summary_columns("seconds_per_step", "s/step", 2, f"vs {'TRL' if baseline == 'trl' else baseline}")
+    print(table(results, [*columns, ("mean len", 10, lambda row: number(row["mean_completion_length"], 1))]))
     write_results(args.json, args, results)
 
 
