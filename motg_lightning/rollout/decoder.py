@@ -1,13 +1,18 @@
 """The model side of a rollout: one prefill per distinct prompt, then one-position decode steps.
 
-A :class:`Decoder` owns the KV cache of a rollout. With ``static_cache`` the cache is a
-preallocated :class:`~transformers.StaticCache` and every decode step has the same shapes (the
-attention mask spans the whole cache; causality hides the positions not written yet), so the step
-can be compiled once: ``compile_mode="reduce-overhead"`` captures it in a CUDA graph on a GPU, which
-removes the per-kernel launch cost that dominates decoding small models. A compiled decoder keeps
-its cache between rollouts (reset in place), because a CUDA graph is tied to the cache's addresses.
-Compiling never changes what is sampled: only the deterministic part (embedding the chosen inputs,
-the transformer, the last position's logits) is compiled; the rule samples outside it.
+A :class:`Decoder` owns the KV cache of a rollout and runs its decode steps
+(:func:`.step.decode_step`). With ``static_cache`` the cache is a preallocated
+:class:`~transformers.StaticCache` and every decode step has the same shapes (the attention mask
+spans the whole cache; causality hides the positions not written yet), so the whole step can be
+compiled once: the rule's choice and its random draws, the phase switch, forcing, stop detection,
+the writes into the step record at a step index held in a 0-d tensor, then the model's forward.
+``compile_mode="reduce-overhead"`` captures it in a CUDA graph on a GPU, which removes the
+per-kernel launch cost that dominates decoding small models. A compiled decoder keeps its cache
+between rollouts (reset in place), because a CUDA graph is tied to the cache's addresses.
+
+Compiling never changes what is sampled: the random ops draw from the same generator in the same
+order as eagerly; with the ``inductor`` backend the decoder sets inductor's ``fallback_random``
+option so that its kernels call PyTorch's own random ops instead of generating their own numbers.
 """
 
 from __future__ import annotations
@@ -59,14 +64,30 @@ def cache_keyword(model: PreTrainedModel) -> str:
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
-def _decode_forward(
+def decode_forward(
     model: PreTrainedModel, rule: MixtureRule, chosen: MixtureStep,
-    attention_mask: Tensor, position_ids: Tensor, cache: dict[str, Cache],
+    attention: Tensor, next_position: Tensor, cache: dict[str, Cache], t: int | Tensor,
 ) -> Tensor:
-    """Next-token logits ``[N, V]`` after feeding each row's chosen mixture."""
+    """Next-token logits ``[N, V]`` after feeding each row's mixture chosen at decode step ``t``
+    (from 0; ``next_position``: ``[N, 1]`` the position of step 0)."""
     inputs = in_compute_dtype(rule.embed(model.get_input_embeddings(), chosen))[:, None]
-    output = model(inputs_embeds=inputs, attention_mask=attention_mask, position_ids=position_ids, use_cache=True, **cache)
+    output = model(inputs_embeds=inputs, attention_mask=attention, position_ids=next_position + t, use_cache=True, **cache)
     return output.logits[:, -1]
+
+
+def compile_options(mode: str, backend: str | Callable) -> dict[str, Any]:
+    """``torch.compile`` keywords of a decode step in ``mode``: one graph (``fullgraph``) of fixed
+    shapes (``dynamic=False``); for ``inductor``, the mode's options plus ``fallback_random``, so
+    that compiled random ops draw exactly what eager ones do (``mode`` and ``options`` cannot both
+    be given to ``torch.compile``: the mode is passed as its options)."""
+    keywords: dict[str, Any] = {"backend": backend, "fullgraph": True, "dynamic": False}
+    if backend == "inductor":
+        import torch._inductor  # the modes' options; imported only when compiling is asked for
+
+        keywords["options"] = {**torch._inductor.list_mode_options(mode), "fallback_random": True}
+    else:
+        keywords["mode"] = mode
+    return keywords
 
 
 class Decoder:
@@ -75,11 +96,11 @@ class Decoder:
     Args:
         static_cache: preallocate the cache for the whole rollout instead of growing it by
             concatenation every step.
-        compile_mode: ``torch.compile`` mode of the decode step (``"reduce-overhead"`` uses CUDA
-            graphs, ``"default"``, ``"max-autotune"``, ...); None runs it eagerly. Needs
-            ``static_cache``.
-        compile_backend: ``torch.compile`` backend (``"inductor"``; ``"aot_eager"`` checks capture
-            without generating kernels).
+        compile_mode: ``torch.compile`` mode of the whole decode step (``"reduce-overhead"`` uses
+            CUDA graphs, ``"default"``, ``"max-autotune"``, ...); None runs it eagerly. Needs
+            ``static_cache``. Compiled once per rule (and model) for the decoder's life.
+        compile_backend: ``torch.compile`` backend (``"inductor"``, with ``fallback_random`` set:
+            :func:`compile_options`; ``"aot_eager"`` checks capture without generating kernels).
         length_multiple: a compiled decoder rounds the cache length up to a multiple of this, so
             prompts of slightly different lengths reuse one compiled step and one cache.
     """
@@ -91,10 +112,10 @@ class Decoder:
         if compile_mode is not None and not static_cache:
             raise ValueError(f"compile_decode={compile_mode!r} needs static_cache=true: a growing cache changes shape every step.")
         self.static_cache, self.compile_mode, self.length_multiple = static_cache, compile_mode, length_multiple
-        self._forward = _decode_forward
-        if compile_mode is not None:
-            self._forward = torch.compile(_decode_forward, mode=compile_mode, backend=compile_backend, fullgraph=True, dynamic=False)
+        self._compile = compile_options(compile_mode, compile_backend) if compile_mode is not None else None
+        self._steps: dict[Callable, Callable] = {}  # each step function, compiled once
         self._kept: StaticCache | None = None  # a compiled decoder's cache, reused while its shape fits
+        self.kept_record: Any = None  # a compiled decoder's step record (:meth:`.record.StepRecord.kept`)
         self._state: dict[str, Any] = {}
 
     def _static_cache(self, model: PreTrainedModel, rows: int, length: int, dtype: torch.dtype, device: torch.device) -> StaticCache:
@@ -143,16 +164,27 @@ class Decoder:
         }
         return output.logits[:, -1][row_of]
 
-    def step(self, model: PreTrainedModel, rule: MixtureRule, chosen: MixtureStep, step: int) -> Tensor:
-        """Logits ``[N, V]`` after feeding the inputs chosen at decode step ``step`` (from 0)."""
+    @property
+    def compiled(self) -> bool:
+        """Whether decode steps run compiled."""
+        return self._compile is not None
+
+    def step_function(self, function: Callable) -> Callable:
+        """``function`` (a decode step, :func:`.step.decode_step`), compiled on its first call when
+        ``compile_mode`` is set (and kept: one compilation per rule serves every later rollout)."""
+        if function not in self._steps:
+            self._steps[function] = function if self._compile is None else torch.compile(function, **self._compile)
+        return self._steps[function]
+
+    def step_inputs(self, step: int) -> dict[str, Any]:
+        """What :func:`decode_forward` needs besides the chosen inputs at decode step ``step`` (from
+        0): the attention mask (the whole cache when static, so the same every step), the position
+        of step 0 and the cache."""
         state = self._state
         attention = state["attention"]
         if not self.static_cache:
             attention = attention[:, : state["prompt_length"] + step + 1]
-        if self.compile_mode is not None and chosen.support.is_cuda:
-            torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs are no longer read
-        position = state["next_position"] + step
-        return self._forward(model, rule, chosen, attention, position, state["cache"])
+        return {"attention": attention, "next_position": state["next_position"], "cache": state["cache"]}
 
     def release(self) -> None:
         """Drop the rollout's state (a compiled decoder keeps its cache for the next rollout)."""

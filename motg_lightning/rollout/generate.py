@@ -1,63 +1,29 @@
 """Batched mixture-of-token generation over input embeddings with a KV cache (MoT-G rollout, Jain &
 Rappazzo, arXiv 2509.21482).
 
-All prompts × group members decode together. After the prefill, a decode step is four named calls:
-
-* :func:`choose`: the rule's mixture and a plain draw from the tempered (filtered) distribution;
-  each row's :class:`.phase.Phase` picks what it feeds: the mixture while thinking, a token in the
-  answer, the next forced id while forcing (budget forcing, cold stop), ``pad_id`` once finished;
-* :meth:`.record.StepRecord.write`: record the step (support, weights, representative token,
-  phase, forced flag), so the loss can rebuild exactly the inputs the model saw
-  (:meth:`.record.Rollout.model_inputs`);
-* :meth:`.phase.Phase.update`: ``</think>``, stop strings, EOS and forcing move each row on;
-* :meth:`.decoder.Decoder.step`: the next logits.
-
-Each is a function of tensors: phase switches, stops and forcing are decided on the device from
+All prompts × group members decode together. After the prefill, every decode step is one call of
+:func:`.step.decode_step` (the rule's choice, the record's writes, the phase update, the next
+logits), a function of tensors: phase switches, stops and forcing are decided on the device from
 token ids, and the host is asked whether every sequence has finished only every ``sync_every``
-steps. (Only :meth:`.decoder.Decoder.step`'s forward is compiled so far.)
+steps. With ``compile_decode`` the :class:`.decoder.Decoder` compiles that whole step once (one
+graph per rule, reused by every later step and rollout); the step index is then a 0-d tensor the
+step returns incremented, and the step always runs the model's forward, also after the last step
+(one forward per rollout whose logits are not used, so that one graph serves every step).
 """
 
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from transformers import PreTrainedModel
 
 from ..collectives import finished_everywhere
-from ..rules.base import MixtureRule, MixtureStep, sample_index
-from ..rules.filters import filter_log_probs
+from ..rules.base import MixtureRule
 from .decoder import Decoder
 from .phase import Phase
-from .record import Rollout, Step, StepRecord, eval_mode, recorded_log_likelihood
+from .record import Rollout, StepRecord, eval_mode
 from .settings import RolloutSettings
-
-
-def draw(
-    rule: MixtureRule, log_probs: Tensor, probs: Tensor, settings: RolloutSettings, embedding: nn.Module
-) -> tuple[MixtureStep, Tensor]:
-    """The rule's mixture and a plain token ``[N]``, both from the filtered distribution (the rule
-    draws first; a rule whose representative is a plain draw gives it for both)."""
-    filtered = filter_log_probs(log_probs, settings.top_p, settings.min_p)
-    mixed = rule.choose(filtered, embedding)
-    if rule.REPRESENTATIVE_IS_SAMPLE:
-        return mixed, mixed.token
-    # unfiltered, the sampling distribution is ``probs``: no second exp over the vocabulary
-    return mixed, sample_index(probs if filtered is log_probs else filtered.exp())
-
-
-def choose(
-    rule: MixtureRule, logits: Tensor, phase: Phase, settings: RolloutSettings, embedding: nn.Module
-) -> tuple[Phase, Step]:
-    """This step of every row from its ``[N, V]`` logits, and the phase it was taken in (forcing
-    starts before the step where thinking must stop)."""
-    log_probs = rule.log_probs(logits)  # [N, V] tempered, unfiltered: what the loss scores
-    probs = log_probs.exp()
-    mixed, sampled = draw(rule, log_probs, probs, settings, embedding)
-    phase = phase.begin_forcing(mixed.token)
-    chosen, mixing = phase.next_input(mixed, sampled), phase.mixing
-    log_likelihood = recorded_log_likelihood(rule, log_probs, chosen, mixing, embedding)
-    entropy = -(probs * log_probs).sum(-1)
-    return phase, Step(chosen, mixing, phase.forcing, ~phase.finished, log_likelihood, entropy)
+from .step import decode_step, draw_shapes
 
 
 def all_finished(finished: Tensor, synced: bool) -> bool:
@@ -85,18 +51,22 @@ def generate(
     decoder = decoder if decoder is not None else settings.decoder()
     embedding = model.get_input_embeddings()
     phase = Phase.start(settings, rows, device)
-    record = StepRecord.empty(rows, steps, rule.support_size, settings.pad_id, device)
+    run = decoder.step_function(decode_step)
+    t: int | Tensor = torch.zeros((), dtype=torch.long, device=device) if decoder.compiled else 0
     used = 0
     with eval_mode(model):
         logits = decoder.prefill(model, prompt_ids, prompt_mask, steps)
-        for t in range(steps):
-            phase, step = choose(rule, logits, phase, settings, embedding)
-            record.write(t, step)
-            phase = phase.update(step.chosen.token, step.entropy)
-            used = t + 1
+        extras = draw_shapes(rule, embedding, rows, logits.shape[-1])
+        shape = (rows, steps, rule.support_size, settings.pad_id, device, extras)
+        record = StepRecord.kept(decoder.kept_record, *shape) if decoder.compiled else StepRecord.empty(*shape)
+        decoder.kept_record = record if decoder.compiled else None
+        while used < steps:
+            if decoder.compiled and logits.is_cuda:
+                torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs are no longer read
+            forward = decoder.compiled or used + 1 < steps  # (one graph: a compiled step always runs it)
+            logits, phase, t = run(model, rule, settings, logits, phase, record, t, decoder.step_inputs(used), forward)
+            used += 1
             if used % settings.sync_every == 0 and all_finished(phase.finished, synced):
                 break
-            if used < steps:
-                logits = decoder.step(model, rule, step.chosen, t)
         decoder.release()
-    return record.to_rollout(used, prompt_ids, prompt_mask, truncated=~phase.finished)
+    return record.to_rollout(used, prompt_ids, prompt_mask, truncated=~phase.finished, copy=decoder.compiled)

@@ -116,17 +116,32 @@ class Step(NamedTuple):
     entropy: Tensor  # [N] of the tempered next-token distribution
 
 
+def write_at(buffer: Tensor, t: int | Tensor, value: Tensor) -> None:
+    """``buffer[:, t] = value``. A 0-d tensor ``t`` goes through ``index_copy_``: as a subscript, the
+    compiler would read it as an integer, a data-dependent value (``GuardOnDataDependentSymNode``)."""
+    if isinstance(t, Tensor):
+        buffer.index_copy_(1, t.view(1), value.to(buffer.dtype).unsqueeze(1))
+    else:
+        buffer[:, t] = value
+
+
 @dataclass
 class StepRecord:
     """``[N, max_new_tokens, ...]`` buffers of a rollout's :class:`Rollout` fields, filled one step
     at a time (:meth:`write`), then cut to the steps taken (:meth:`to_rollout`)."""
 
     buffers: dict[str, Tensor]
-    extras: dict[str, Tensor] = field(default_factory=dict)  # a rule's draws, allocated at their first step
+    extras: dict[str, Tensor] = field(default_factory=dict)  # a rule's draws
 
     @classmethod
-    def empty(cls, rows: int, steps: int, k: int, pad_id: int, device: torch.device) -> "StepRecord":
-        """Buffers for ``rows`` rows of up to ``steps`` steps of support size ``k``."""
+    def empty(
+        cls, rows: int, steps: int, k: int, pad_id: int, device: torch.device,
+        extras: dict[str, tuple[torch.Size, torch.dtype]] | None = None,
+    ) -> "StepRecord":
+        """Buffers for ``rows`` rows of up to ``steps`` steps of support size ``k``, and for the
+        rule's draws of ``extras`` (``{name: (shape after the row dim, dtype)}``, as
+        :func:`.step.draw_shapes` finds them): every buffer exists before the first step, so a
+        compiled step only writes into its inputs."""
 
         def zeros(*shape: int, dtype: torch.dtype | None = None) -> Tensor:  # [rows, steps, *shape]
             return torch.zeros(rows, steps, *shape, dtype=dtype, device=device)
@@ -135,10 +150,35 @@ class StepRecord:
             "tokens": zeros(dtype=torch.long).fill_(pad_id), "support": zeros(k, dtype=torch.long).fill_(pad_id),
             "weights": zeros(k), "thinking": zeros(dtype=torch.bool), "forced": zeros(dtype=torch.bool),
             "completion_mask": zeros(dtype=torch.bool), "log_likelihood": zeros(), "entropy": zeros(), "weight_entropy": zeros(),
-        })
+        }, {name: zeros(*shape, dtype=dtype) for name, (shape, dtype) in (extras or {}).items()})
 
-    def write(self, t: int, step: Step) -> None:
-        """Record ``step`` as step ``t`` (its phase flags only on rows still active)."""
+    @classmethod
+    def kept(
+        cls, previous: "StepRecord | None", rows: int, steps: int, k: int, pad_id: int, device: torch.device,
+        extras: dict[str, tuple[torch.Size, torch.dtype]] | None = None,
+    ) -> "StepRecord":
+        """A compiled decoder's record: ``previous`` cleared in place when it has the shapes of
+        :meth:`empty`'s, else a new one whose buffers are marked static (a CUDA graph writes into
+        its inputs' addresses: kept, they are not copied in or recorded again each rollout)."""
+        fresh = cls.empty(rows, steps, k, pad_id, torch.device("meta"), extras)
+        if previous is not None and previous._layout() == fresh._layout() and previous.buffers["tokens"].device == device:
+            for name, value in previous._tensors().items():
+                value.fill_(pad_id if name in ("tokens", "support") else 0)
+            return previous
+        record = cls.empty(rows, steps, k, pad_id, device, extras)
+        for value in record._tensors().values():
+            torch._dynamo.mark_static_address(value)
+        return record
+
+    def _tensors(self) -> dict[str, Tensor]:
+        return {**self.buffers, **{f"extras.{name}": value for name, value in self.extras.items()}}
+
+    def _layout(self) -> dict[str, tuple[torch.Size, torch.dtype]]:
+        return {name: (value.shape, value.dtype) for name, value in self._tensors().items()}
+
+    def write(self, t: int | Tensor, step: Step) -> None:
+        """Record ``step`` as step ``t`` (an int, or a 0-d tensor in a compiled step), its phase
+        flags only on rows still active."""
         chosen, active = step.chosen, step.active
         values = {
             "tokens": chosen.token, "support": chosen.support, "weights": chosen.weights,
@@ -146,17 +186,22 @@ class StepRecord:
             "log_likelihood": step.log_likelihood, "entropy": step.entropy, "weight_entropy": weight_entropy(chosen.weights),
         }
         for name, value in values.items():
-            self.buffers[name][:, t] = value
+            write_at(self.buffers[name], t, value)
+        missing = chosen.extras.keys() - self.extras.keys()
+        if missing:
+            raise KeyError(f"No record of the rule's draws {sorted(missing)}: pass their shapes to StepRecord.empty.")
         for name, value in chosen.extras.items():
-            if name not in self.extras:
-                rows, steps = self.buffers["tokens"].shape
-                self.extras[name] = torch.zeros(rows, steps, *value.shape[1:], dtype=value.dtype, device=self.buffers["tokens"].device)
-            self.extras[name][:, t] = value
+            write_at(self.extras[name], t, value)
 
-    def to_rollout(self, used: int, prompt_ids: Tensor, prompt_mask: Tensor, truncated: Tensor) -> Rollout:
-        """The first ``used`` steps, with their prompts and which rows were ``truncated``."""
-        trimmed = {name: value[:, :used] for name, value in self.buffers.items()}
-        extras = {name: value[:, :used] for name, value in self.extras.items()}
+    def to_rollout(self, used: int, prompt_ids: Tensor, prompt_mask: Tensor, truncated: Tensor, copy: bool = False) -> Rollout:
+        """The first ``used`` steps, with their prompts and which rows were ``truncated`` (copied
+        out of the buffers with ``copy``: a :meth:`kept` record is written again by the next rollout)."""
+
+        def cut(value: Tensor) -> Tensor:
+            return value[:, :used].clone() if copy else value[:, :used]
+
+        trimmed = {name: cut(value) for name, value in self.buffers.items()}
+        extras = {name: cut(value) for name, value in self.extras.items()}
         return Rollout(prompt_ids=prompt_ids, prompt_mask=prompt_mask.bool(), truncated=truncated, extras=extras, **trimmed)
 
 

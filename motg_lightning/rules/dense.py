@@ -65,14 +65,22 @@ class Gaussian(MixtureRule):
             raise ValueError("model.mixture.noise_scale=0 (Gaussian) has no density: set model.mixture.likelihood=representative or a positive noise_scale.")
         self.thinking_temperature = thinking_temperature
         self.noise_scale = noise_scale
-        self._rms_of: tuple[int, int, Tensor] | None = None  # (weight address, version, RMS)
+        self._rms_key: tuple[int, int] | None = None  # (weight address, version) of the embedding measured
+        self._rms: Tensor | None = None
 
     def _sigma(self, embedding: nn.Module) -> Tensor:
+        """``σ = noise_scale × RMS(E)``, the RMS measured once per version of the embedding matrix.
+
+        A compiled decode step cannot compare data pointers: there it reads the last measurement
+        (a rollout measures before its first step, :func:`motg_lightning.rollout.step.draw_shapes`,
+        so the same σ as eagerly), or measures in the graph when none was made."""
+        if torch.compiler.is_compiling():
+            return self.noise_scale * (self._rms if self._rms is not None else embedding_rms(embedding))
         weight = embedding.weight
         key = (weight.data_ptr(), weight._version)
-        if self._rms_of is None or self._rms_of[:2] != key:
-            self._rms_of = (*key, embedding_rms(embedding))
-        return self.noise_scale * self._rms_of[2]
+        if self._rms is None or self._rms_key != key:
+            self._rms_key, self._rms = key, embedding_rms(embedding)
+        return self.noise_scale * self._rms
 
     @property
     def detaches_inputs(self) -> bool:
