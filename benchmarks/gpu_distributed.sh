@@ -5,20 +5,26 @@
 # steps per strategy; prints seconds per step and peak memory per device (the probe callback of the
 # tests writes one JSON per rank), then validates from the checkpoint the fit saved
 # (`validate --ckpt_path`), and fails if any strategy fails either.
+# Environment (for benchmarks/gpu_all.sh --dry-run): STRATEGIES (default "ddp fsdp fsdp2"), MODEL
+# (default random:SmolLM2-135M-Instruct), DEVICES (default: every GPU), CONFIG (default
+# configs/default.yaml), STEPS (default 4), EXTRA_FLAGS (more CLI flags).
 set -uo pipefail
 out=${1:-${OUT:-/tmp/gpu_distributed}}
 mkdir -p "$out"
-gpus=$(python3 -c "import torch; print(torch.cuda.device_count())")
-echo "GPUs: $gpus"
+gpus=${DEVICES:-$(python3 -c "import torch; print(torch.cuda.device_count())")}
+model=${MODEL:-random:SmolLM2-135M-Instruct}
+config=${CONFIG:-configs/default.yaml}
+read -r -a extra <<< "${EXTRA_FLAGS:-}"
+echo "devices: $gpus"
 status=0
-for strategy in ddp fsdp fsdp2; do
+for strategy in ${STRATEGIES:-ddp fsdp fsdp2}; do
     dir="$out/$strategy"; mkdir -p "$dir"
     beta=0.04; [ "$strategy" = fsdp ] && beta=0  # FSDP1 refuses a reference model (docs/distributed.md)
     start=$(date +%s.%N)
     MOTG_PROBE_DIR="$dir" PYTHONPATH="tests:$PWD${PYTHONPATH:+:$PYTHONPATH}" python3 main.py fit \
-        --config configs/default.yaml --config "configs/strategy/$strategy.yaml" --trainer.devices="$gpus" \
-        --model.model_name_or_path=random:SmolLM2-135M-Instruct --model.grpo.beta=$beta \
-        --trainer.max_steps=4 --trainer.limit_val_batches=0 --trainer.enable_progress_bar=false \
+        --config "$config" --config "configs/strategy/$strategy.yaml" --trainer.devices="$gpus" \
+        --model.model_name_or_path="$model" --model.grpo.beta=$beta "${extra[@]}" \
+        --trainer.max_steps="${STEPS:-4}" --trainer.limit_val_batches=0 --trainer.enable_progress_bar=false \
         --trainer.callbacks=[ddp_probe.RankProbe] --trainer.logger=false --trainer.default_root_dir="$dir" \
         > "$dir/log.txt" 2>&1
     code=$?
@@ -38,8 +44,8 @@ PY
     checkpoint=$(find "$dir/checkpoints" -maxdepth 1 -name '*.ckpt' | sort | tail -n 1)
     if [ -z "$checkpoint" ]; then echo "$strategy: no checkpoint saved under $dir/checkpoints"; status=1; continue; fi
     python3 main.py validate \
-        --config configs/default.yaml --config "configs/strategy/$strategy.yaml" --trainer.devices="$gpus" \
-        --model.model_name_or_path=random:SmolLM2-135M-Instruct --model.grpo.beta=$beta \
+        --config "$config" --config "configs/strategy/$strategy.yaml" --trainer.devices="$gpus" \
+        --model.model_name_or_path="$model" --model.grpo.beta=$beta "${extra[@]}" \
         --trainer.limit_val_batches=1 --trainer.enable_progress_bar=false --trainer.callbacks=[] \
         --trainer.logger=false --trainer.default_root_dir="$dir" --ckpt_path="$checkpoint" > "$dir/validate.txt" 2>&1
     if [ $? -ne 0 ]; then echo "$strategy: validate --ckpt_path FAILED (tail of $dir/validate.txt)"; tail -n 25 "$dir/validate.txt"; status=1

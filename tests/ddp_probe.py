@@ -52,6 +52,8 @@ class RankProbe(L.Callback):
             "rewards": outputs["rewards"].tolist(),
             "advantages": outputs["advantages"].tolist(),
             "policy_steps": int(outputs["policy_steps"]),
+            "rollout_seconds": float(trainer.callback_metrics["train/rollout_seconds"]),
+            "update_seconds": float(trainer.callback_metrics["train/update_seconds"]),
         })
         if pl_module.options.grpo.top_entropy_quantile < 1:  # only then: long runs would write every step's entropies
             self.steps[-1]["counted_entropy"] = outputs["entropy"][outputs["loss_mask"]].tolist()
