@@ -1,0 +1,55 @@
+"""``ExportOnFitEnd``: write the trained policy as a Hugging Face folder when ``fit`` ends.
+
+In YAML::
+
+    trainer:
+      callbacks:
+        - class_path: motg_lightning.lightning.export_callback.ExportOnFitEnd
+          init_args: {dirpath: runs/exported}
+
+Under a sharded strategy (FSDP1, FSDP2) every process takes part in gathering the whole state
+dict on rank 0, which alone writes the folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
+
+from ..export import DTYPES, export_policy, policy_weights
+from ..models import DType
+
+
+def _full_state_dict(trainer: L.Trainer, module: L.LightningModule) -> dict[str, Any]:
+    """The module's whole state dict on rank 0 (empty on the others under a sharded strategy)."""
+    if not isinstance(trainer.strategy, (FSDPStrategy, ModelParallelStrategy)):
+        return module.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    # a collective: every rank calls it; with cpu_offload only rank 0 receives the tensors
+    return get_model_state_dict(trainer.strategy.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+class ExportOnFitEnd(L.Callback):
+    """Export the trained policy of ``MoTGRPOModule`` as a Hugging Face folder at the end of ``fit``.
+
+    Args:
+        dirpath: the folder to write (safetensors weights, config, generation config, tokenizer).
+        dtype: the dtype of the written weights ("float32", "bfloat16", "float16"); default: as trained.
+    """
+
+    def __init__(self, dirpath: str | Path, dtype: DType | None = None):
+        if dtype is not None and dtype not in DTYPES:
+            raise ValueError(f"ExportOnFitEnd dtype={dtype!r}: one of {', '.join(DTYPES)}, or null to keep the training dtype.")
+        self.dirpath, self.dtype = Path(dirpath), dtype
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if getattr(pl_module, "policy", None) is None:
+            raise ValueError("ExportOnFitEnd: the module has no policy to export (expected MoTGRPOModule).")
+        state = _full_state_dict(trainer, pl_module)
+        if trainer.is_global_zero:
+            export_policy(pl_module.policy, pl_module.tokenizer, policy_weights(state), self.dirpath, self.dtype)
+        trainer.strategy.barrier("export_on_fit_end")
