@@ -1,3 +1,5 @@
+import tempfile
+
 import lightning as L
 import pytest
 import torch
@@ -38,7 +40,8 @@ def datamodule(**kwargs):
 
 def trainer(**kwargs):
     options = dict(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                   num_sanity_val_steps=0, limit_val_batches=0, enable_model_summary=False)
+                   num_sanity_val_steps=0, limit_val_batches=0, enable_model_summary=False,
+                   default_root_dir=tempfile.mkdtemp(prefix="motg-test-"))  # where completions.jsonl goes without a logger
     return L.Trainer(**{**options, **kwargs})
 
 

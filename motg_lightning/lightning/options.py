@@ -249,8 +249,9 @@ class LoggingOptions:
     """`model.logging`: what goes to the logger besides the per-step statistics.
 
     Args:
-        log_completions_every_n_steps: how often sample completions go to TensorBoard's text
-            tab; 0 never.
+        log_completions_every_n_steps: how often sample completions are logged: every one to
+            `completions.jsonl` in the run folder, and to TensorBoard's text tab or a W&B table;
+            0 never.
         exploration_every_n_steps: how often the entropies along the reasoning and the
             hidden-state entropy per layer are logged (one extra forward); 0 never. Token-space
             exploration is logged every step.
