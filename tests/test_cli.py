@@ -207,14 +207,13 @@ def test_every_option_has_its_own_help_line_in_plain_words():
         assert f".{rule}," in listed or f".{rule})" in listed, f"{rule} is not listed under --model.mixture"
 
 
-def test_help_offers_no_predict_subcommand(capsys):
-    """Issue 12: `predict` has no `predict_step` to run, so it is not offered."""
+def test_help_offers_the_subcommands_predict_included(capsys):
+    """Issue 15: `predict` is offered, with its `predict_step` (tests/test_predict.py)."""
     with pytest.raises(SystemExit) as done:
         main(["--help"])
     assert done.value.code == 0
     subcommands = capsys.readouterr().out.split("Available subcommands:")[1]
-    assert {"fit", "validate", "test"} <= set(re.findall(r"^    (\w+)", subcommands, re.M))
-    assert "predict" not in subcommands
+    assert {"fit", "validate", "test", "predict"} <= set(re.findall(r"^    (\w+)", subcommands, re.M))
 
 
 def test_a_refused_setting_ends_the_command_line_with_its_message_and_status_2():

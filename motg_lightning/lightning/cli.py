@@ -14,12 +14,14 @@ from typing import Any
 
 import torch
 import yaml
+from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.strategies import FSDPStrategy
 
 from .data import ReasoningGymDataModule
 from .module import MoTGRPOModule
 from .options import MOVED_KEYS
+from .prediction_writer import PredictionsJsonl
 from .rule_switch import describe, inherited_rule_options
 
 FIELD_PREFIXES = ("model.", "data.", "trainer.")
@@ -31,12 +33,17 @@ LINKED_FIELDS = {"model.model_name_or_path": "data.tokenizer"}
 class MoTGRPOCLI(LightningCLI):
     """The CLI of this library: the data module's tokenizer follows the model, and a trainer that
     asks for GPUs the machine lacks (a GPU accelerator, or FSDP1, which Lightning runs on CUDA
-    only) is refused before any model is loaded, with the setting to change. ``predict`` is not
-    offered: the module has no ``predict_step`` yet."""
+    only) is refused before any model is loaded, with the setting to change. ``predict`` writes its
+    rows with a :class:`PredictionsJsonl` (``predictions.jsonl`` in ``trainer.default_root_dir``)
+    unless ``trainer.callbacks`` holds a prediction writer of its own."""
 
-    @staticmethod
-    def subcommands() -> dict[str, set[str]]:
-        return {name: keys for name, keys in LightningCLI.subcommands().items() if name != "predict"}
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Any:
+        configured = config.get("callbacks") or []
+        writers = [c for c in [*(configured if isinstance(configured, list) else [configured]), *callbacks]
+                   if isinstance(c, BasePredictionWriter)]
+        if self.subcommand == "predict" and not writers:
+            callbacks = [*callbacks, PredictionsJsonl()]
+        return super()._instantiate_trainer(config, callbacks)
 
     def add_arguments_to_parser(self, parser) -> None:
         for source, target in LINKED_FIELDS.items():

@@ -20,9 +20,12 @@ import reasoning_gym
 import torch
 from reasoning_gym.composite import DatasetSpec
 from reasoning_gym.factory import DATASETS
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
+
+from ..collectives import world_size
 
 from ..models import EMBEDDED_MODEL, load_tokenizer
+from .predict_steps import read_questions
 from .resumable_loader import ResumableDataLoader
 
 log = logging.getLogger(__name__)
@@ -92,6 +95,7 @@ def collate_prompts(items: list[dict[str, Any]], pad_id: int) -> dict[str, Any]:
         "prompt_mask": mask,
         "entries": [item["entry"] for item in items],
         "tasks": [item["task"] for item in items],
+        **({"indices": [item["index"] for item in items]} if "index" in items[0] else {}),
     }
 
 
@@ -118,6 +122,8 @@ class ReasoningGymDataModule(L.LightningDataModule):
         long_prompts: what happens to a longer prompt: `drop` it, or `truncate` it from the
             left (keeping the question's end and the opened assistant turn, as TRL does). The
             counts are in the `prompt_counts` attribute and logged as a warning.
+        predict_file: JSONL file of questions `predict` answers (one `{"question": ...}` per line,
+            with Reasoning-Gym's `answer` and `metadata` to be scored); None: the test split.
     """
 
     def __init__(
@@ -136,6 +142,7 @@ class ReasoningGymDataModule(L.LightningDataModule):
         num_workers: int = 0,
         max_prompt_length: int | None = None,
         long_prompts: Literal["drop", "truncate"] = "drop",
+        predict_file: str | None = None,
     ):
         super().__init__()
         self.tasks = [TaskSpec(**t) if isinstance(t, dict) else t for t in (tasks or [TaskSpec("basic_arithmetic")])]
@@ -155,6 +162,7 @@ class ReasoningGymDataModule(L.LightningDataModule):
                 raise ValueError(f"data.{name}={locals()[name]}: must be >= 0.")
         tasks = [dataclasses.asdict(task) for task in self.tasks]  # plain data in hparams and checkpoints
         self.save_hyperparameters()
+        self.predict_entries = read_questions(predict_file) if predict_file is not None else []
         self.splits: dict[str, list[dict[str, Any]]] = {}
         self.pad_id = 0
         self.prompt_counts = {"dropped": 0, "truncated": 0}
@@ -216,9 +224,13 @@ class ReasoningGymDataModule(L.LightningDataModule):
                 "give one (a Jinja string) in data.chat_template."
             )
         self.pad_id = tokenizer.pad_token_id
-        for split, entries in self.generate_entries().items():
+        splits = self.generate_entries()
+        if self.predict_entries:
+            splits["predict"] = self.predict_entries
+        for split, entries in splits.items():
             items = [
-                {"prompt_ids": self.build_prompt(tokenizer, e["question"]), "entry": e, "task": e["metadata"]["source_dataset"]}
+                {"prompt_ids": self.build_prompt(tokenizer, e["question"]), "entry": e,
+                 "task": e.get("metadata", {}).get("source_dataset", "questions")}
                 for e in entries
             ]
             self.splits[split] = self._limit_prompt_length(split, items)
@@ -261,3 +273,12 @@ class ReasoningGymDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", self.hparams.eval_batch_size, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        """The questions of `data.predict_file`, else the test split, in order, each with its
+        index. Across processes every rank gets as many batches (the last questions repeated:
+        rollouts step together), and the writer keeps each index once."""
+        items = [{**item, "index": index} for index, item in enumerate(self.splits["predict" if self.predict_entries else "test"])]
+        sampler = DistributedSampler(items, shuffle=False) if world_size() > 1 else None
+        return DataLoader(items, batch_size=self.hparams.eval_batch_size, sampler=sampler, num_workers=self.hparams.num_workers,
+                          collate_fn=functools.partial(collate_prompts, pad_id=self.pad_id))

@@ -35,6 +35,7 @@ from ..rollout import Rollout, generate
 from ..rules import Dirichlet, MixtureRule
 from .distributed import fsdp1_wrap_policy, unsharded_for_generation
 from .held_out_steps import HeldOutSteps
+from .predict_steps import PredictSteps
 from .step_logging import StepLogging
 from .model_setup import check_lengths, check_support, eos_ids, load_policy_and_reference, refuse_fsdp1_reference
 from .optimization import configure_optimization
@@ -45,7 +46,7 @@ from .random_state import TrainingRandomState
 from .resume_state import ResumeState
 
 
-class MoTGRPOModule(StepLogging, HeldOutSteps):
+class MoTGRPOModule(StepLogging, HeldOutSteps, PredictSteps):
     """GRPO over mixture-of-token trajectories.
 
     Args:
