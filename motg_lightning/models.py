@@ -10,9 +10,9 @@ Three kinds of name are understood:
 * ``random:SmolLM2-135M-Instruct`` -- the embedded model's architecture with random weights, for
   speed and memory measurements where the real weights cannot travel.
 * ``random:Qwen2.5-1.5B-Instruct`` -- the architecture of the paper's model (Qwen2.5-1.5B-Instruct's
-  published config) with random weights, and the embedded tokenizer padded with placeholder tokens
-  to its 151 936 ids, so every id the model can emit decodes: speed and memory at the paper's
-  scale without a download.
+  published config) with random weights, and the embedded tokenizer extended with added tokens
+  ``<|extra_i|>`` to its 151 936 ids, so every id the model can emit decodes: speed and memory at
+  the paper's scale without a download.
 * anything else -- a Hugging Face hub id or a local folder, passed to ``from_pretrained``.
 """
 
@@ -85,7 +85,7 @@ def embedded_tokenizer_path() -> Path:
 
 
 def padded_tokenizer_path(size: int) -> Path:
-    """The embedded tokenizer with placeholder tokens ``<|extra_i|>`` up to ``size`` ids, so a
+    """The embedded tokenizer extended with added tokens ``<|extra_i|>`` up to ``size`` ids, so a
     model with that vocabulary decodes every id it emits (converted once)."""
 
     def save(folder: Path) -> None:

@@ -138,3 +138,10 @@ def test_dirichlet_weights_follow_the_dirichlet_where_gamma_draws_underflow():
     assert (weights == 0.5).sum() == 0
     middle = lambda w: ((w > 0.4) & (w < 0.6)).double().mean()  # noqa: E731
     assert abs(middle(weights) - middle(reference)) < 0.003
+
+
+def test_a_rule_that_lists_the_density_likelihood_must_implement_it():
+    from motg_lightning.rules.base import MixtureRule
+
+    with pytest.raises(TypeError, match="lists 'density' in LIKELIHOODS but does not implement density_log_likelihood"):
+        type("NoDensity", (MixtureRule,), {"LIKELIHOODS": ("representative", "density"), "choose": lambda self, lp, e: None})

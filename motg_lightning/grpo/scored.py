@@ -6,7 +6,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
-from torch import Tensor
 
 from ..rewards.scoring import RewardOutput
 from ..rollout.record import Rollout, concatenate
@@ -59,7 +58,3 @@ class ScoredRollout:
             ),
             seconds=seconds, rounds=rounds,
         )
-
-    def totals_on(self, device: torch.device) -> Tensor:
-        """The ``[N]`` total rewards on ``device``."""
-        return self.rewards.total.to(device)

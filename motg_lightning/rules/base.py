@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -190,8 +190,15 @@ class MixtureRule(ABC):
         return log_probs.gather(-1, step.support).sum(-1)
 
     def density_log_likelihood(self, log_probs: Tensor, step: MixtureStep, embedding: nn.Module) -> Tensor:
-        """The log-density of the step's own random draws; rules listing ``"density"`` implement it."""
-        raise NotImplementedError(f"{type(self).__name__} has no density likelihood.")
+        """The log-density of the step's own random draws. Only rules listing ``"density"`` in
+        ``LIKELIHOODS`` are asked for it (construction refuses the choice otherwise), and each of
+        them overrides this (:meth:`__init_subclass__` checks at class creation)."""
+        raise TypeError(f"{type(self).__name__} does not list 'density' in LIKELIHOODS: it has no density likelihood.")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "density" in cls.LIKELIHOODS and cls.density_log_likelihood is MixtureRule.density_log_likelihood:
+            raise TypeError(f"{cls.__name__} lists 'density' in LIKELIHOODS but does not implement density_log_likelihood.")
 
     def _top_k(self, log_probs: Tensor) -> tuple[Tensor, Tensor]:
         top_log_probs, support = log_probs.topk(min(self.k, log_probs.shape[-1]), dim=-1)
