@@ -31,6 +31,11 @@ class ScoredRollout:
     seconds: float
     rounds: int = 1
 
+    @property
+    def tasks(self) -> list[str]:
+        """The Reasoning-Gym task of each row (its entry's ``metadata.source_dataset``)."""
+        return [entry.get("metadata", {}).get("source_dataset", "questions") for entry in self.entries]
+
     def select(self, rows: list[int]) -> ScoredRollout:
         """The given rows, in order."""
         index = torch.tensor(rows, dtype=torch.long)

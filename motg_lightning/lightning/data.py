@@ -23,9 +23,10 @@ from reasoning_gym.factory import DATASETS
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ..collectives import world_size
-
+from ..curriculum import CurriculumOptions
 from ..models import EMBEDDED_MODEL, load_tokenizer
-from .predict_steps import read_questions
+from ..tasks import import_task_modules, read_questions
+from .curriculum_data import CurriculumData
 from .resumable_loader import ResumableDataLoader
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ def collate_prompts(items: list[dict[str, Any]], pad_id: int) -> dict[str, Any]:
     }
 
 
-class ReasoningGymDataModule(L.LightningDataModule):
+class ReasoningGymDataModule(CurriculumData, L.LightningDataModule):
     """Reasoning-Gym prompts for MoT-GRPO.
 
     Args:
@@ -124,6 +125,10 @@ class ReasoningGymDataModule(L.LightningDataModule):
             counts are in the `prompt_counts` attribute and logged as a warning.
         predict_file: JSONL file of questions `predict` answers (one `{"question": ...}` per line,
             with Reasoning-Gym's `answer` and `metadata` to be scored); None: the test split.
+        task_modules: Python modules to import before the tasks are checked, e.g. `[my_tasks]`: ones
+            that call `reasoning_gym.register_dataset`, so that `tasks` can name their datasets.
+        curriculum: raise a task's Reasoning-Gym curriculum level as its rolling training accuracy
+            rises (CurriculumOptions); held-out items stay at the start level. None: fixed configs.
     """
 
     def __init__(
@@ -143,8 +148,11 @@ class ReasoningGymDataModule(L.LightningDataModule):
         max_prompt_length: int | None = None,
         long_prompts: Literal["drop", "truncate"] = "drop",
         predict_file: str | None = None,
+        task_modules: list[str] | None = None,
+        curriculum: CurriculumOptions | None = None,
     ):
         super().__init__()
+        import_task_modules(task_modules or [])
         self.tasks = [TaskSpec(**t) if isinstance(t, dict) else t for t in (tasks or [TaskSpec("basic_arithmetic")])]
         for task in self.tasks:
             validate_task(task)
@@ -161,6 +169,7 @@ class ReasoningGymDataModule(L.LightningDataModule):
             if locals()[name] < 0:
                 raise ValueError(f"data.{name}={locals()[name]}: must be >= 0.")
         tasks = [dataclasses.asdict(task) for task in self.tasks]  # plain data in hparams and checkpoints
+        curriculum = self.init_curriculum(curriculum, num_workers)
         self.save_hyperparameters()
         self.predict_entries = read_questions(predict_file) if predict_file is not None else []
         self.splits: dict[str, list[dict[str, Any]]] = {}
@@ -182,7 +191,7 @@ class ReasoningGymDataModule(L.LightningDataModule):
         budget = 20 * sum(sizes.values()) + 100
         dataset = reasoning_gym.create_dataset(
             "composite", size=budget, seed=self.hparams.seed,
-            datasets=[DatasetSpec(t.name, t.weight, dict(t.config)) for t in self.tasks],
+            datasets=[DatasetSpec(t.name, t.weight, self.start_config(t)) for t in self.tasks],
         )
         indices = iter(range(budget))
         splits: dict[str, list[dict[str, Any]]] = {split: [] for split in sizes}
@@ -212,6 +221,11 @@ class ReasoningGymDataModule(L.LightningDataModule):
             text += "<think>\n"
         return tokenizer(text, add_special_tokens=False)["input_ids"]
 
+    def build_item(self, tokenizer, entry: dict[str, Any]) -> dict[str, Any]:
+        """A dataset item: the entry's prompt ids, the entry and its task."""
+        task = entry.get("metadata", {}).get("source_dataset", "questions")
+        return {"prompt_ids": self.build_prompt(tokenizer, entry["question"]), "entry": entry, "task": task}
+
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
@@ -223,17 +237,13 @@ class ReasoningGymDataModule(L.LightningDataModule):
                 f"data.chat_template: the tokenizer of {self.hparams.tokenizer!r} has no chat template; "
                 "give one (a Jinja string) in data.chat_template."
             )
-        self.pad_id = tokenizer.pad_token_id
+        self.pad_id, self.prompt_tokenizer = tokenizer.pad_token_id, tokenizer
         splits = self.generate_entries()
         if self.predict_entries:
             splits["predict"] = self.predict_entries
         for split, entries in splits.items():
-            items = [
-                {"prompt_ids": self.build_prompt(tokenizer, e["question"]), "entry": e,
-                 "task": e.get("metadata", {}).get("source_dataset", "questions")}
-                for e in entries
-            ]
-            self.splits[split] = self._limit_prompt_length(split, items)
+            self.splits[split] = self._limit_prompt_length(split, [self.build_item(tokenizer, e) for e in entries])
+        self.apply_levels()  # levels a checkpoint restored before setup (Lightning restores after it)
 
     @property
     def longest_prompt(self) -> int:

@@ -34,6 +34,7 @@ from ..rewards import RewardFunction
 from ..rollout import Rollout, generate
 from ..rules import Dirichlet, MixtureRule
 from .distributed import fsdp1_wrap_policy, unsharded_for_generation
+from .curriculum_callback import CurriculumCallback
 from .held_out_steps import HeldOutSteps
 from .predict_steps import PredictSteps
 from .step_logging import StepLogging
@@ -147,10 +148,11 @@ class MoTGRPOModule(StepLogging, HeldOutSteps, PredictSteps):
         return configure_optimization(parameters, self.optimizer_factory, self.scheduler_factory)
 
     def configure_callbacks(self) -> list[L.Callback]:
-        """Lightning's default progress bar, if the trainer has one, replaced by one that counts
-        optimizer steps of ``trainer.max_steps`` (:mod:`motg_lightning.lightning.progress`)."""
+        """Lightning's default progress bar, if the trainer has one, replaced by one that counts optimizer steps of
+        ``trainer.max_steps`` (:mod:`motg_lightning.lightning.progress`); a CurriculumCallback for ``data.curriculum``."""
         bar = step_progress_bar(self.trainer.progress_bar_callback)
-        return [bar] if bar is not None else []
+        curriculum = CurriculumCallback() if getattr(self.trainer.datamodule, "curriculum", None) is not None else None
+        return [callback for callback in (bar, curriculum) if callback is not None]
 
     def on_fit_start(self) -> None:
         self.place_reference()
@@ -197,7 +199,7 @@ class MoTGRPOModule(StepLogging, HeldOutSteps, PredictSteps):
         return {
             "loss": update["loss"], "local_reward": scored.rewards.total.mean(), "local_rows": torch.tensor(len(scored.entries)),
             "rewards": scored.rewards.total, "advantages": targets.advantages, "entropy": scored.rollout.entropy,
-            "loss_mask": targets.loss_mask,
+            "loss_mask": targets.loss_mask, "correct": scored.rewards.correct, "tasks": scored.tasks,
             "policy_steps": targets.policy_mask.sum(),  # counted steps the policy term trains on (top_entropy_quantile)
         }
 

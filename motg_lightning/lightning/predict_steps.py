@@ -1,13 +1,11 @@
 """``predict`` of :class:`~motg_lightning.lightning.module.MoTGRPOModule`: roll out each question
 ``evaluation.samples`` times with ``evaluation.decoding`` and return one row per completion
 (question, completion, thinking text, extracted answer, score, lengths), which
-:class:`~motg_lightning.lightning.prediction_writer.PredictionsJsonl` writes; and
-:func:`read_questions`, the JSONL file of questions ``data.predict_file`` names."""
+:class:`~motg_lightning.lightning.prediction_writer.PredictionsJsonl` writes (the questions of
+``data.predict_file`` are read by :func:`motg_lightning.tasks.read_questions`)."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -16,31 +14,6 @@ from torch import Tensor
 
 from ..evaluation.held_out import evaluation_rule
 from ..rewards.scoring import RewardOutput, final_answer
-
-
-def read_questions(path: str) -> list[dict[str, Any]]:
-    """The entries of a JSONL file of questions: one JSON object per line with a ``question``
-    string, and optionally Reasoning-Gym's ``answer`` and ``metadata`` (``source_dataset``) for
-    scoring; blank lines are skipped. Raises a ``ValueError`` naming ``data.predict_file`` and the line."""
-    where = f"data.predict_file={path}"
-    if not Path(path).is_file():
-        raise ValueError(f"{where}: no such file; give a JSONL file of questions, one {{\"question\": ...}} per line.")
-    entries = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{where}, line {number}: not JSON ({error.msg}).") from None
-        if not isinstance(entry, dict) or not isinstance(entry.get("question"), str) or not entry["question"].strip():
-            raise ValueError(f"{where}, line {number}: each line must be a JSON object with a non-empty \"question\" string.")
-        if not isinstance(entry.get("metadata", {}), dict):
-            raise ValueError(f"{where}, line {number}: \"metadata\" must be a JSON object.")
-        entries.append(entry)
-    if not entries:
-        raise ValueError(f"{where}: the file holds no questions.")
-    return entries
 
 
 def scorable(entry: dict[str, Any]) -> bool:
