@@ -7,7 +7,8 @@
 #   1. rollout.txt/.json   SmolLM2-135M architecture, bf16, batch 64 x 256 new tokens: HF generate (eager and
 #                          static cache) and our rollout with the decode step compiled, per rule; methods
 #                          interleaved over rounds, median and spread, compile time apart (warm-up)
-#   2. grpo_step.txt/.json one GRPO step, 8 prompts x 8 x 256 tokens, bf16: ours against TRL's GRPOTrainer
+#   2. grpo_step.txt/.json one GRPO step, 8 prompts x 8 x 256 tokens, bf16: ours against TRL's GRPOTrainer,
+#                          each also with LoRA adapters (+lora)
 #   3. distributed.txt     ddp, fsdp (FSDP1), fsdp2 through the CLI on every GPU, a reference model where the
 #                          strategy allows one; s/step, peak memory, then validate --ckpt_path
 #   4. paper.txt           the paper's scale: random:Qwen2.5-1.5B-Instruct, G = 10, 4 prompts, 1024 new
@@ -28,7 +29,7 @@ if [ "$mode" = --dry-run ]; then
     model=tiny-random:SmolLM2-135M-Instruct; paper_model=$model; device=cpu; dtype=float32; compile=()
     rollout_size=(--batch 2 --new-tokens 4 --rounds 2 --no-memory --methods hf_generate_static discrete dirichlet)
     grpo_size=(--prompts-per-step 1 --group-size 2 --new-tokens 4 --steps 1 --rounds 1)
-    grpo_methods=(discrete)
+    grpo_methods=(discrete discrete+lora)
     distributed=(STRATEGIES="ddp fsdp2" DEVICES=1 CONFIG=configs/smoke.yaml STEPS=2
                  EXTRA_FLAGS="--trainer.accelerator=cpu --trainer.precision=32-true")
     paper_size=(--trainer.accelerator=cpu --trainer.precision=32-true --model.rollout.max_new_tokens=4
@@ -40,12 +41,12 @@ else
     rollout_size=(--batch 64 --new-tokens 256 --rounds 3
                   --methods hf_generate hf_generate_static discrete dirichlet sampled gumbel gaussian)
     grpo_size=(--prompts-per-step 8 --new-tokens 256 --steps 2 --rounds 2)
-    grpo_methods=(discrete dirichlet)
+    grpo_methods=(discrete dirichlet dirichlet+lora)
     distributed=()
     paper_size=()
     run_tests=true
 fi
-python3 -c "import trl" 2>/dev/null && grpo_methods=(trl "${grpo_methods[@]}")
+python3 -c "import trl" 2>/dev/null && grpo_methods=(trl trl+lora "${grpo_methods[@]}")
 
 left() {  # seconds until a deadline at $1 percent of the budget (at least 5)
     local seconds=$(( start + budget * $1 / 100 - $(date +%s) ))

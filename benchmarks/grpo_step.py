@@ -4,6 +4,7 @@ the same model, prompts, group size, prompts per step and completion length, in 
     python benchmarks/grpo_step.py                  # CPU, embedded SmolLM2, 1 prompt x 8 x 64 tokens, fp32
     python benchmarks/grpo_step.py --device cuda --dtype bfloat16 --model random:SmolLM2-135M-Instruct \\
         --prompts-per-step 8 --new-tokens 256
+    python benchmarks/grpo_step.py --methods trl trl+lora dirichlet dirichlet+lora   # LoRA (r = --lora-r) against full training
 
 TRL's trainer and ours do not share a process, so the rounds interleave processes: each of
 ``--rounds`` rounds runs every method's process in turn, in an order rotated each round (A B C,
@@ -14,7 +15,10 @@ the time ratio to TRL's (to the first method's without ``trl``) computed round b
 round's s/step over the baseline's in the same round (median and min-max; below 1 is faster), the
 median warm-up step, and the peak memory of its processes (max over rounds; RSS on CPU, allocated
 on CUDA). EOS is suppressed on both sides, so every completion has exactly ``--new-tokens`` tokens
-and the work is equal. ``--method M`` runs one process and prints its JSON line. TRL is an optional
+and the work is equal. A method ``M+lora`` is ``M`` training LoRA adapters of rank ``--lora-r`` on
+every linear layer of the decoder (PEFT; TRL's ``peft_config``, ours ``model.peft``), the
+reference being the base model with the adapters disabled on both sides. ``--method M`` runs one
+process and prints its JSON line. TRL is an optional
 dependency of this script only (``pip install trl``).
 """
 
@@ -33,7 +37,8 @@ from rounds import first_present, median, number, summarize, summary_columns, ta
 
 from motg_lightning.rules import REGISTRY
 
-METHODS = ["trl", *REGISTRY]  # TRL's trainer, then every registered rule at its defaults and τ = 0.9
+# TRL's trainer, then every registered rule at its defaults and τ = 0.9; each also with LoRA adapters
+METHODS = [name + variant for name in ["trl", *REGISTRY] for variant in ("", "+lora")]
 DEFAULT_METHODS = ["trl", "discrete", "dirichlet", "sampled"]
 
 
@@ -46,6 +51,13 @@ def items(args, tokenizer) -> list[dict]:
     )
     entries = data.generate_entries()["train"]
     return [{"prompt_ids": data.build_prompt(tokenizer, e["question"]), "entry": e, "task": "basic_arithmetic"} for e in entries]
+
+
+def lora(args):
+    """The LoRA config of a ``+lora`` method (None for the others)."""
+    from motg_lightning.adapters import LoraOptions
+
+    return LoraOptions(r=args.lora_r, lora_alpha=2 * args.lora_r).lora_config() if args.method.endswith("+lora") else None
 
 
 def run_trl(args) -> tuple[float, list[float], list[float]]:
@@ -95,7 +107,7 @@ def run_trl(args) -> tuple[float, list[float], list[float]]:
         gradient_checkpointing=args.gradient_checkpointing, optim="adamw_torch_fused",
     )
     GRPOTrainer(model=model, reward_funcs=reward, args=config, train_dataset=dataset, processing_class=tokenizer,
-                callbacks=[clock]).train()
+                callbacks=[clock], peft_config=lora(args)).train()
     steps = [b - a for a, b in zip(clock.marks, clock.marks[1:])]
     return steps[0], steps[1:], clock.lengths[1:]
 
@@ -126,7 +138,7 @@ def run_ours(args) -> tuple[float, list[float], list[float]]:
             self.lengths.append(float(trainer.callback_metrics["train/completion_length/mean"]))
 
     clock = Clock()
-    rule = REGISTRY[args.method].rule(temperature=0.9)
+    rule = REGISTRY[args.method.removesuffix("+lora")].rule(temperature=0.9)
     module = MoTGRPOModule(
         args.model, dtype=args.dtype, mixture=rule,
         rollout=RolloutOptions(max_new_tokens=args.new_tokens, stop_strings=[], compile_decode=args.compile_decode),
@@ -134,6 +146,7 @@ def run_ours(args) -> tuple[float, list[float], list[float]]:
         memory=MemoryOptions(micro_batch_size=args.group_size * args.prompts_per_step,
                              gradient_checkpointing=args.gradient_checkpointing),
         optimizer=lambda params: torch.optim.AdamW(params, lr=1e-6, fused=True),  # TRL's default optimizer
+        peft=lora(args),
     )
     module.configure_model()
     module.settings.eos_ids = torch.tensor([-1])  # every completion has full length, as TRL's min_new_tokens
@@ -163,13 +176,14 @@ def main() -> None:
     parser.add_argument("--compile-decode", default=None, metavar="MODE",
                         help="torch.compile mode of our rollout's decode step, e.g. reduce-overhead (CUDA graphs)")
     parser.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, choices=METHODS,
-                        help="trl and any rule of motg_lightning.rules.REGISTRY (default: %(default)s)")
+                        help="trl and any rule of motg_lightning.rules.REGISTRY, each alone or +lora (default: %(default)s)")
+    parser.add_argument("--lora-r", type=int, default=16, help="adapter rank of the +lora methods (alpha = 2 r)")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/grpo_step.json"))
     parser.add_argument("--method", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.method:
         torch.manual_seed(0)
-        warmup, seconds, lengths = (run_trl if args.method == "trl" else run_ours)(args)
+        warmup, seconds, lengths = (run_trl if args.method.startswith("trl") else run_ours)(args)
         print(json.dumps({"method": args.method, "seconds_per_step": sum(seconds) / len(seconds), "steps": seconds,
                           "warmup_seconds": warmup, "mean_completion_length": sum(lengths) / max(len(lengths), 1),
                           "peak_memory_mib": peak_memory_mib(args.device), "memory_kind": memory_kind(args.device)}))
@@ -191,7 +205,7 @@ def main() -> None:
             "peak_memory_mib": max(run["peak_memory_mib"] for run in runs), "memory_kind": runs[0]["memory_kind"] + ", max over rounds",
         })
     print(f"\nmodel {args.model}, {args.device}, {args.dtype}, {args.prompts_per_step} prompt(s) x {args.group_size} "
-          f"x {args.new_tokens} tokens, beta {args.beta}, gradient checkpointing {args.gradient_checkpointing}; {args.rounds} "
+          f"x {args.new_tokens} tokens, beta {args.beta}, LoRA rank {args.lora_r} (+lora), gradient checkpointing {args.gradient_checkpointing}; {args.rounds} "
           f"interleaved rounds of a process per method, {args.steps} timed steps each: median s/step and min-max, "
           f"time ratio to {baseline or 'no baseline'} round by round")
     columns = summary_columns("seconds_per_step", "s/step", 2, f"vs {'TRL' if baseline == 'trl' else baseline}")

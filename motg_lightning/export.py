@@ -1,19 +1,20 @@
 """Export a trained policy as a Hugging Face model folder.
 
-    python -m motg_lightning.export runs/smoke/checkpoints/last.ckpt exported/ [--dtype bfloat16]
+    python -m motg_lightning.export runs/smoke/checkpoints/last.ckpt exported/ [--dtype bfloat16] [--adapter-only]
 
 writes ``model.safetensors``, ``config.json``, ``generation_config.json`` and the tokenizer (with
 its chat template) into ``exported/``, which ``AutoModelForCausalLM.from_pretrained("exported")``
-loads with the trained policy's weights. The same from Python: ``export_checkpoint(ckpt, out_dir)``;
+loads with the trained policy's weights. A policy trained with adapters (``model.peft``) is
+written with the adapters merged into the base weights, or, with ``--adapter-only``, as the
+adapter alone (``adapter_config.json``, ``adapter_model.safetensors``, the tokenizer), which
+``peft.PeftModel.from_pretrained(base_model, "exported")`` loads onto the base model. The same from Python: ``export_checkpoint(ckpt, out_dir)``;
 at the end of training: the ``ExportOnFitEnd`` callback (motg_lightning.lightning.export_callback).
 
 A checkpoint is read with pickle (its hyperparameters may hold Python objects): export only
 checkpoints you trust. The weights keep the dtype they were trained in unless ``dtype`` is given.
 
-The export runs in three steps -- read the checkpoint (read_checkpoint), turn the module's
-state dict into the causal LM's (policy_weights), write the folder (export_policy) --
-so that adapter training can add its own export (merged weights, or the adapter alone) in the
-second and third steps.
+The export runs in three steps: read the checkpoint (read_checkpoint), turn the module's
+state dict into the causal LM's (policy_weights), write the folder (export_trained).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM
 
+from .adapters import add_adapters, check_adapter_entries, lora_config
 from .models import DType, load_causal_lm, load_tokenizer
 
 #: the prefix of the policy's entries in the LightningModule's state dict
@@ -125,24 +127,57 @@ def export_policy(
     return out_dir
 
 
-def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: DType | None = None) -> Path:
+def export_trained(
+    hparams: Mapping[str, Any], weights: Mapping[str, torch.Tensor], out_dir: str | Path, dtype: DType | None = None,
+    adapter_only: bool = False, template: torch.nn.Module | None = None,
+) -> Path:
+    """Write the policy a ``MoTGRPOModule`` with hyperparameters ``hparams`` trained as a Hugging
+    Face folder, given its causal LM's ``weights`` (:func:`policy_weights`).
+
+    With adapters (``hparams["peft"]``), ``weights`` need hold only the adapters: the base is
+    loaded from ``model_name_or_path`` again, the adapters put on it, then merged into its
+    weights, or, with ``adapter_only``, saved alone. ``template`` (a model of the policy's
+    architecture, without adapters) saves loading one when there are none."""
+    if dtype is not None and dtype not in DTYPES:
+        raise ValueError(f"dtype={dtype!r}: one of {', '.join(DTYPES)}, or None to keep the training dtype.")
+    name, lora = hparams["model_name_or_path"], lora_config(hparams.get("peft"))
+    if adapter_only and lora is None:
+        raise ValueError("adapter_only: the policy was trained without model.peft, so it has no adapter to export alone; "
+                         "export the whole model (leave --adapter-only out).")
+    tokenizer = load_tokenizer(name)
+    if template is None or lora is not None:
+        # the architecture, config and generation config as training loaded them (the weights are replaced)
+        template = load_causal_lm(name, hparams.get("dtype", "float32"))
+    if lora is None:
+        return export_policy(template, tokenizer, weights, out_dir, dtype)
+    adapted = add_adapters(template, lora)
+    check_adapter_entries(weights, adapted, where="export")
+    adapted.load_state_dict(dict(weights), strict=False)
+    if adapter_only:
+        out_dir = Path(out_dir)
+        adapted.peft_config["default"].base_model_name_or_path = name  # what the adapter goes on
+        adapted.save_pretrained(out_dir)
+        tokenizer.save_pretrained(out_dir)
+        return out_dir
+    merged = adapted.merge_and_unload()
+    return export_policy(merged, tokenizer, merged.state_dict(), out_dir, dtype)
+
+
+def export_checkpoint(
+    checkpoint: str | Path, out_dir: str | Path, dtype: DType | None = None, adapter_only: bool = False,
+) -> Path:
     """Export the policy of a ``MoTGRPOModule`` checkpoint as a Hugging Face folder.
 
     Args:
         checkpoint: a ``.ckpt`` file, or the folder of shards an FSDP2 run saved.
         out_dir: the folder to write.
         dtype: the dtype of the written weights ("float32", "bfloat16", "float16"); default: as trained.
+        adapter_only: with adapters (``model.peft``), write the adapter alone instead of the merged model.
 
     Returns the folder written.
     """
-    if dtype is not None and dtype not in DTYPES:
-        raise ValueError(f"dtype={dtype!r}: one of {', '.join(DTYPES)}, or None to keep the training dtype.")
     state = read_checkpoint(checkpoint)
-    hparams = state["hyper_parameters"]
-    name = hparams["model_name_or_path"]
-    # the architecture, config and generation config as training loaded them (the base weights are replaced)
-    template = load_causal_lm(name, hparams.get("dtype", "float32"))
-    return export_policy(template, load_tokenizer(name), policy_weights(state["state_dict"]), out_dir, dtype)
+    return export_trained(state["hyper_parameters"], policy_weights(state["state_dict"]), out_dir, dtype, adapter_only)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -154,9 +189,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("checkpoint", help="the .ckpt file of a training run, or the folder of shards an FSDP2 run saved")
     parser.add_argument("out_dir", help="the folder to write; AutoModelForCausalLM.from_pretrained(out_dir) loads it")
     parser.add_argument("--dtype", choices=DTYPES, default=None, help="dtype of the written weights (default: as trained)")
+    parser.add_argument("--adapter-only", action="store_true",
+                        help="with adapters (model.peft): write the adapter alone, not the weights merged into the base")
     args = parser.parse_args(argv)
     try:
-        folder = export_checkpoint(args.checkpoint, args.out_dir, args.dtype)
+        folder = export_checkpoint(args.checkpoint, args.out_dir, args.dtype, args.adapter_only)
     except (FileNotFoundError, ValueError) as error:
         parser.exit(2, f"error: {error}\n")
     print(f"exported to {folder}", file=sys.stderr)

@@ -75,13 +75,15 @@ def test_grpo_step_benchmark_runs_rounds_of_processes(tmp_path):
     out = tmp_path / "grpo_step.json"
     subprocess.run(
         [sys.executable, "benchmarks/grpo_step.py", "--model", "tiny-random:SmolLM2-135M-Instruct", "--group-size", "2",
-         "--new-tokens", "2", "--steps", "1", "--rounds", "2", "--methods", "discrete", "--json", str(out)],
+         "--new-tokens", "2", "--steps", "1", "--rounds", "2", "--methods", "discrete", "discrete+lora", "--lora-r", "2",
+         "--json", str(out)],
         cwd=ROOT, check=True, capture_output=True, text=True,
     )
-    [row] = json.loads(out.read_text())["results"]
+    row, adapted = json.loads(out.read_text())["results"]
     assert row["method"] == "discrete" and row["baseline"] == "discrete" and row["time_vs_trl"] is None  # no trl: the first method
     assert row["seconds_per_step"] > 0 and row["warmup_seconds"] > 0 and row["peak_memory_mib"] > 0
     assert len(row["rounds"]) == 2 and row["ratios"] == [1.0, 1.0] and [len(steps) for steps in row["steps"]] == [1, 1]
+    assert adapted["method"] == "discrete+lora" and adapted["seconds_per_step"] > 0 and adapted["peak_memory_mib"] > 0
 
 
 def test_the_benchmarks_offer_every_registered_rule(monkeypatch):
@@ -96,7 +98,7 @@ def test_the_benchmarks_offer_every_registered_rule(monkeypatch):
         spec = importlib.util.spec_from_file_location(f"{name}_benchmark", ROOT / "benchmarks" / f"{name}.py")
         scripts[name] = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(scripts[name])
-    assert scripts["grpo_step"].METHODS == ["trl", *REGISTRY]
+    assert scripts["grpo_step"].METHODS == [name + variant for name in ["trl", *REGISTRY] for variant in ("", "+lora")]
     for name, entry in REGISTRY.items():
         assert type(scripts["rollout"].benchmark_rule(name)) is entry.rule
 

@@ -84,6 +84,20 @@ def test_fsdp2_shards_policy_and_reference_and_resumes_on_fewer_devices(tmp_path
     assert len(resumed[0]["steps"]) == 1, "the run goes on from step 2"
 
 
+def test_lora_trains_under_ddp_and_fsdp2_and_fsdp2_resumes(tmp_path):
+    """Adapters on two processes: under DDP their gradients are averaged; under FSDP2 the adapted
+    layers are sharded, the reference is the base with adapters disabled, and the run resumes."""
+    lora = ("--model.peft.r=4", "--model.grpo.beta=0.1")
+    ranks = _fit_on_cpu_processes(tmp_path / "ddp", "--trainer.max_steps=2", *lora)
+    assert ranks[0]["checksum"] == pytest.approx(ranks[1]["checksum"], rel=1e-9)
+    ranks = _fit_on_cpu_processes(tmp_path / "fsdp2", "--trainer.max_steps=2", *lora, strategy=FSDP2)
+    assert all(len(rank["steps"]) == 2 for rank in ranks) and ranks[0]["checksum"] == pytest.approx(ranks[1]["checksum"], rel=1e-9)
+    checkpoint = next((tmp_path / "fsdp2").rglob("*.ckpt"))
+    resumed = _fit_on_cpu_processes(tmp_path / "fsdp2", "--trainer.max_steps=3", *lora, f"--ckpt_path={checkpoint}",
+                                    devices=1, strategy=FSDP2)
+    assert len(resumed[0]["steps"]) == 1
+
+
 def test_helpers_are_local_without_a_process_group():
     assert world_size() == 1
     assert max_over_ranks(3) == 3

@@ -19,7 +19,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 
-from ..export import DTYPES, export_policy, policy_weights
+from ..export import DTYPES, export_trained, policy_weights
 from ..models import DType
 
 
@@ -39,17 +39,19 @@ class ExportOnFitEnd(L.Callback):
     Args:
         dirpath: the folder to write (safetensors weights, config, generation config, tokenizer).
         dtype: the dtype of the written weights ("float32", "bfloat16", "float16"); default: as trained.
+        adapter_only: with adapters (`model.peft`), write the adapter alone instead of the merged model.
     """
 
-    def __init__(self, dirpath: str | Path, dtype: DType | None = None):
+    def __init__(self, dirpath: str | Path, dtype: DType | None = None, adapter_only: bool = False):
         if dtype is not None and dtype not in DTYPES:
             raise ValueError(f"ExportOnFitEnd dtype={dtype!r}: one of {', '.join(DTYPES)}, or null to keep the training dtype.")
-        self.dirpath, self.dtype = Path(dirpath), dtype
+        self.dirpath, self.dtype, self.adapter_only = Path(dirpath), dtype, adapter_only
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if getattr(pl_module, "policy", None) is None:
             raise ValueError("ExportOnFitEnd: the module has no policy to export (expected MoTGRPOModule).")
         state = _full_state_dict(trainer, pl_module)
         if trainer.is_global_zero:
-            export_policy(pl_module.policy, pl_module.tokenizer, policy_weights(state), self.dirpath, self.dtype)
+            export_trained(pl_module.hparams, policy_weights(state), self.dirpath, self.dtype, self.adapter_only,
+                           template=pl_module.policy)
         trainer.strategy.barrier("export_on_fit_end")

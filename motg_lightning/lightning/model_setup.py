@@ -9,20 +9,25 @@ from typing import Any
 from lightning.pytorch.strategies import FSDPStrategy
 from torch import nn
 
+from ..adapters import add_adapters
 from ..grpo.likelihood import SHARDED_METHOD, log_likelihood_of_steps
 from ..models import load_causal_lm
 from ..rules import MixtureRule
 from .distributed import layer_classes, register_forward_method, shard_fully
-from .options import MemoryOptions, RolloutOptions
+from .options import GRPOOptions, MemoryOptions, RolloutOptions
 
 
 def load_policy_and_reference(
-    name: str, dtype: str, memory: MemoryOptions, with_reference: bool, mesh: Any = None,
+    name: str, dtype: str, memory: MemoryOptions, with_reference: bool, mesh: Any = None, lora: Any = None,
 ) -> tuple[nn.Module, nn.Module | None]:
     """The policy in training mode and, ``with_reference``, a frozen copy of it; both sharded
-    layer by layer over ``mesh``'s data-parallel dimension when one is given (FSDP2)."""
+    layer by layer over ``mesh``'s data-parallel dimension when one is given (FSDP2). With a
+    ``lora`` config the policy carries adapters and no copy is made: the reference is the policy
+    with its adapters disabled (:func:`motg_lightning.adapters.reference_model`)."""
     policy = load_causal_lm(name, dtype, memory.gradient_checkpointing).train()
-    reference = copy.deepcopy(policy).requires_grad_(False).eval() if with_reference else None
+    if lora is not None:
+        policy = add_adapters(policy, lora).train()
+    reference = copy.deepcopy(policy).requires_grad_(False).eval() if with_reference and lora is None else None
     if mesh is not None:
         classes = layer_classes(policy, memory.shard_layer_classes)
         for model in (policy, reference):
@@ -32,9 +37,21 @@ def load_policy_and_reference(
     return policy, reference
 
 
-def refuse_fsdp1_reference(strategy: Any, beta: float) -> None:
-    """FSDP1 cannot hold a reference model: it would be an FSDP1 root of its own."""
-    if isinstance(strategy, FSDPStrategy) and beta != 0:
+def refuse_unsupported(strategy: Any, grpo: GRPOOptions, adapted: bool) -> None:
+    """Combinations that cannot work, refused before any model is loaded."""
+    if adapted and grpo.sync_ref_model:
+        raise ValueError(
+            "model.grpo.sync_ref_model=true with model.peft: with adapters the reference is the frozen base model "
+            "(the policy with its adapters disabled), which cannot move towards the policy; set one of them off."
+        )
+    if adapted and isinstance(strategy, FSDPStrategy):
+        raise ValueError(
+            "model.peft with trainer.strategy=FSDPStrategy (FSDP1): FSDP1 keeps the frozen base and the adapters in the "
+            "same flat parameters, with gradients for all of them, which undoes what adapters save; use FSDP2 "
+            "(--config configs/strategy/fsdp2.yaml) or ddp."
+        )
+    if isinstance(strategy, FSDPStrategy) and grpo.beta != 0:
+        beta = grpo.beta
         raise ValueError(
             f"model.grpo.beta={beta} with trainer.strategy=FSDPStrategy (FSDP1): the reference model would be its own "
             "FSDP1 root, whose embedding and LM head stay sharded outside its forward, where the loss uses them; use "

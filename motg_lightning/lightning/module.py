@@ -17,9 +17,11 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from peft import LoraConfig
 from torch import Tensor
 
-from ..collectives import gather_objects, max_over_ranks, world_size
+from ..adapters import LoraOptions, lora_config, reference_model, setting_as_dict
+from ..collectives import max_over_ranks, world_size
 from ..evaluation.held_out import EvaluationMetrics
 from ..grpo.dynamic_sampling import RefillPrompts, dynamic_sample
 from ..grpo.likelihood import trajectory_log_likelihood
@@ -33,21 +35,22 @@ from ..models import EMBEDDED_MODEL, DType, check_model_name, load_tokenizer
 from ..rewards import RewardFunction
 from ..rollout import Rollout, generate
 from ..rules import Dirichlet, MixtureRule
-from .distributed import fsdp1_wrap_policy, unsharded_for_generation
 from .curriculum_callback import CurriculumCallback
+from .distributed import fsdp1_wrap_policy, unsharded_for_generation
 from .held_out_steps import HeldOutSteps
 from .predict_steps import PredictSteps
 from .step_logging import StepLogging
-from .model_setup import check_lengths, check_support, eos_ids, load_policy_and_reference, refuse_fsdp1_reference
+from .model_setup import check_lengths, check_support, eos_ids, load_policy_and_reference, refuse_unsupported
 from .optimization import configure_optimization
 from .optimizer_step import GuardedOptimizerStep, gradient_norm
 from .options import EvaluationOptions, GRPOOptions, LoggingOptions, MemoryOptions, ModuleOptions, RolloutOptions
 from .progress import step_progress_bar
 from .random_state import TrainingRandomState
+from .checkpoint_hooks import CheckpointHooks
 from .resume_state import ResumeState
 
 
-class MoTGRPOModule(StepLogging, HeldOutSteps, PredictSteps):
+class MoTGRPOModule(StepLogging, HeldOutSteps, PredictSteps, CheckpointHooks):
     """GRPO over mixture-of-token trajectories.
 
     Args:
@@ -61,6 +64,8 @@ class MoTGRPOModule(StepLogging, HeldOutSteps, PredictSteps):
         memory: micro-batching, chunking, checkpointing, sharding (:class:`MemoryOptions`).
         evaluation: how `validate`/`test` roll out (:class:`EvaluationOptions`).
         logging: completions and exploration measures in the logs (:class:`LoggingOptions`).
+        peft: LoRA adapters through PEFT: the short form (r, lora_alpha, lora_dropout,
+            target_modules) or a `peft.LoraConfig` (`class_path` in YAML); None trains every weight.
         optimizer: optimizer factory; default `AdamW(lr=1e-6)`.
         lr_scheduler: scheduler factory, stepped once per optimizer step.
     """
@@ -76,6 +81,7 @@ class MoTGRPOModule(StepLogging, HeldOutSteps, PredictSteps):
         memory: MemoryOptions = MemoryOptions(),
         evaluation: EvaluationOptions = EvaluationOptions(),
         logging: LoggingOptions = LoggingOptions(),
+        peft: LoraOptions | LoraConfig | None = None,
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
     ):
@@ -83,7 +89,9 @@ class MoTGRPOModule(StepLogging, HeldOutSteps, PredictSteps):
         self.save_hyperparameters(ignore=["optimizer", "lr_scheduler"])
         check_model_name(model_name_or_path)
         self.options = ModuleOptions.of(rollout=rollout, grpo=grpo, memory=memory, evaluation=evaluation, logging=logging)
-        self.hparams.update(self.options.as_dicts())  # plain values: a checkpoint loads without unpickling classes
+        self.lora = lora_config(peft)
+        # plain values: a checkpoint loads without unpickling classes
+        self.hparams.update(self.options.as_dicts(), peft=setting_as_dict(peft))
         self.automatic_optimization = False
         self.mixture = mixture if mixture is not None else Dirichlet(k=2)
         self.reward = reward if reward is not None else RewardFunction()
@@ -102,7 +110,7 @@ class MoTGRPOModule(StepLogging, HeldOutSteps, PredictSteps):
     # ----------------------------------------------------------------------------------- set-up
     def configure_model(self) -> None:
         strategy = self._trainer.strategy if self._trainer is not None else None
-        refuse_fsdp1_reference(strategy, self.options.grpo.beta)
+        refuse_unsupported(strategy, self.options.grpo, adapted=self.lora is not None)
         if self.policy is None:
             self._load_models()
         # FSDP1: the strategy wraps the LightningModule with this policy (the policy's decoder layers) afterwards
@@ -112,7 +120,7 @@ class MoTGRPOModule(StepLogging, HeldOutSteps, PredictSteps):
         hp, options = self.hparams, self.options
         mesh = getattr(self, "_device_mesh", None)  # set by Lightning's ModelParallelStrategy (FSDP2)
         self.policy, reference = load_policy_and_reference(hp.model_name_or_path, hp.dtype, options.memory,
-                                                           with_reference=options.grpo.beta != 0, mesh=mesh)
+                                                           with_reference=options.grpo.beta != 0, mesh=mesh, lora=self.lora)
         if reference is not None:
             self._frozen["reference"] = reference
         check_support(self.mixture, self.policy)
@@ -134,7 +142,7 @@ class MoTGRPOModule(StepLogging, HeldOutSteps, PredictSteps):
 
     @property
     def reference(self) -> torch.nn.Module | None:
-        """The frozen reference model (beta ≠ 0), else None."""
+        """The frozen copy of the initial model (beta ≠ 0 without adapters), else None."""
         return self._frozen.get("reference")
 
     def place_reference(self) -> None:
@@ -226,8 +234,10 @@ class MoTGRPOModule(StepLogging, HeldOutSteps, PredictSteps):
         """The old policy's likelihoods when several optimizer steps share the rollout, and the reference's."""
         grpo = self.options.grpo
         old = self._log_likelihood_without_grad(self.policy, rollout) if grpo.num_iterations > 1 else None
-        reference = self._log_likelihood_without_grad(self.reference, rollout) if grpo.beta != 0 else None
-        return FixedLikelihoods(old, reference)
+        if grpo.beta == 0:
+            return FixedLikelihoods(old, None)
+        with reference_model(self.policy, self.reference) as reference:  # with adapters: the policy, adapters disabled
+            return FixedLikelihoods(old, self._log_likelihood_without_grad(reference, rollout))
 
     def optimize(self, rollout: Rollout, targets: UpdateTargets, fixed: FixedLikelihoods) -> dict[str, Tensor]:
         """``num_iterations`` optimizer steps over micro-batches; the update's figures averaged over them."""
@@ -283,18 +293,3 @@ class MoTGRPOModule(StepLogging, HeldOutSteps, PredictSteps):
         if self._refill is None:
             self._refill = RefillPrompts.for_trainer(self.trainer, self._restored.refill_prompts)
         return self.trainer.strategy.batch_to_device(self._refill.next_batch())
-
-    # ------------------------------------------------------------------------------- checkpoints
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        refill = self._refill.state_dict() if self._refill is not None else self._restored.refill_prompts
-        ResumeState(
-            training_rng=gather_objects(self.training_random.state_dict()), refill_prompts=refill,
-            # the reference has moved away from the initial weights
-            reference=self.reference.state_dict() if self.options.grpo.sync_ref_model else None,
-        ).save(checkpoint)
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._restored = ResumeState.load(checkpoint)
-        if self._restored.reference is not None:
-            self.configure_model()
-            self.reference.load_state_dict(self._restored.reference)

@@ -1,0 +1,49 @@
+"""What :class:`~motg_lightning.lightning.module.MoTGRPOModule` adds to a checkpoint and takes
+from it: the state a resumed run needs to go on exactly (:class:`ResumeState`), and, with adapters
+(``model.peft``), the adapter weights alone instead of the whole model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.strategies import ModelParallelStrategy
+
+from ..adapters import check_adapter_entries, is_adapted, trainable_entries
+from ..collectives import gather_objects
+from .resume_state import ResumeState
+
+
+class CheckpointHooks(L.LightningModule):
+    """The module's ``on_save_checkpoint`` and ``on_load_checkpoint``. Expects ``policy``,
+    ``reference``, ``options``, ``training_random``, ``_refill`` and ``_restored`` of the module.
+
+    With adapters, a checkpoint's ``state_dict`` holds the adapter weights only; the frozen base
+    comes from ``model_name_or_path`` again on loading. FSDP2 (Lightning's
+    ``ModelParallelStrategy``) keeps every entry: its sharded loader reads each entry of the model
+    from the checkpoint, and there every rank writes only its own shard of the base.
+    """
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        refill = self._refill.state_dict() if self._refill is not None else self._restored.refill_prompts
+        ResumeState(
+            training_rng=gather_objects(self.training_random.state_dict()), refill_prompts=refill,
+            # the reference has moved away from the initial weights
+            reference=self.reference.state_dict() if self.options.grpo.sync_ref_model else None,
+        ).save(checkpoint)
+        if is_adapted(self.policy) and not self._saves_sharded():
+            checkpoint["state_dict"] = trainable_entries(checkpoint["state_dict"], self)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._restored = ResumeState.load(checkpoint)
+        if self._restored.reference is not None:
+            self.configure_model()
+            self.reference.load_state_dict(self._restored.reference)
+        if is_adapted(self.policy) and "state_dict" in checkpoint:
+            saved = checkpoint["state_dict"]
+            check_adapter_entries(saved, self, where="model.peft")
+            # the frozen base as loaded from model_name_or_path, so the whole state loads strictly
+            checkpoint["state_dict"] = {**self.state_dict(), **saved}
+
+    def _saves_sharded(self) -> bool:
+        return self._trainer is not None and isinstance(self.trainer.strategy, ModelParallelStrategy)
