@@ -46,7 +46,10 @@ class LoraOptions:
     lora_dropout: float = 0.0
     target_modules: list[str] | str = "all-linear"
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
+        """Refuse impossible values, naming the field. Called when the module is built, not at
+        construction: the command line tries this short form before a whole `peft.LoraConfig`, and
+        a value refused here must not fall through to PEFT's own, less precise, message."""
         if self.r < 1:
             raise ValueError(f"model.peft.r={self.r}: the adapter rank must be at least 1.")
         if not 0 <= self.lora_dropout < 1:
@@ -55,9 +58,10 @@ class LoraOptions:
             raise ValueError("model.peft.target_modules is empty: name the modules to adapt, or all-linear.")
 
     def lora_config(self) -> Any:
-        """The same settings as a ``peft.LoraConfig`` for a causal LM."""
+        """The same settings as a ``peft.LoraConfig`` for a causal LM (checked first)."""
         from peft import LoraConfig
 
+        self.check()
         target = self.target_modules if isinstance(self.target_modules, str) else list(self.target_modules)
         return LoraConfig(task_type="CAUSAL_LM", r=self.r, lora_alpha=self.lora_alpha,
                           lora_dropout=self.lora_dropout, target_modules=target)

@@ -151,9 +151,9 @@ def test_export_of_a_model_without_adapters_refuses_adapter_only(tmp_path):
 
 def test_impossible_combinations_are_refused_naming_the_fields():
     with pytest.raises(ValueError, match=r"^model.peft.r=0"):
-        LoraOptions(r=0)
+        MoTGRPOModule(TINY_MODEL, peft=LoraOptions(r=0))
     with pytest.raises(ValueError, match=r"^model.peft.lora_dropout=1"):
-        LoraOptions(lora_dropout=1.0)
+        MoTGRPOModule(TINY_MODEL, peft=LoraOptions(lora_dropout=1.0))
     synced = MoTGRPOModule(TINY_MODEL, grpo=GRPOOptions(num_generations=2, beta=0.1, sync_ref_model=True), peft=LORA)
     with pytest.raises(ValueError, match=r"^model.grpo.sync_ref_model=true with model.peft"):
         synced.configure_model()
