@@ -10,7 +10,8 @@ With adapters:
 * the reference model of ``beta > 0`` is the same network with its adapters disabled
   (:func:`reference_model`), as TRL does: no second copy of the weights;
 * checkpoints hold the adapter weights (:func:`trainable_entries`) and their optimizer state, not
-  the frozen base, which is loaded again from ``model_name_or_path`` on resume;
+  the frozen base, which is loaded again from ``model_name_or_path`` on resume (FSDP2's sharded
+  checkpoints too, through this library's ``FSDP2Strategy``);
 * export writes the merged weights, or the adapter alone (``motg_lightning.export``).
 """
 
@@ -70,8 +71,9 @@ class LoraOptions:
 def lora_config(setting: PeftSetting) -> Any:
     """``model.peft`` as a ``peft.LoraConfig`` (None stays None).
 
-    Accepts :class:`LoraOptions`, a ``peft.LoraConfig``, or a mapping of either's fields: a
-    checkpoint's hyperparameters hold the config as :func:`config_as_dict` wrote it."""
+    Accepts :class:`LoraOptions`, a ``peft.LoraConfig``, or either as a checkpoint's
+    hyperparameters hold it (:func:`setting_as_dict`): the short form's fields, or
+    ``{class_path: peft.LoraConfig, init_args: {...}}``."""
     from peft import LoraConfig
 
     if setting is None or isinstance(setting, LoraConfig):
@@ -79,28 +81,32 @@ def lora_config(setting: PeftSetting) -> Any:
     if isinstance(setting, LoraOptions):
         return setting.lora_config()
     if isinstance(setting, Mapping):
-        if "peft_type" in setting:
-            fields = LoraConfig.__dataclass_fields__
-            return LoraConfig(**{key: value for key, value in setting.items() if key in fields and fields[key].init})
+        if "class_path" in setting:
+            return LoraConfig(**setting.get("init_args", {}))
         return LoraOptions(**setting).lora_config()
     raise ValueError(f"model.peft={setting!r}: give the short form (r, lora_alpha, lora_dropout, target_modules) "
                      "or a peft.LoraConfig (class_path: peft.LoraConfig).")
 
 
 def setting_as_dict(setting: PeftSetting) -> dict[str, Any] | None:
-    """``model.peft`` as plain data for the hyperparameters, which :func:`lora_config` reads back:
-    the short form's fields, or a whole ``LoraConfig``'s."""
+    """``model.peft`` as plain data for the hyperparameters, in the shape the command line takes
+    (so that ``--ckpt_path`` can merge it into the parsed config) and :func:`lora_config` reads back:
+    the short form's fields, or ``{class_path: peft.LoraConfig, init_args: {...}}``."""
     if setting is None or isinstance(setting, Mapping):
         return None if setting is None else dict(setting)
-    return asdict(setting) if isinstance(setting, LoraOptions) else config_as_dict(setting)
+    if isinstance(setting, LoraOptions):
+        return asdict(setting)
+    return {"class_path": "peft.LoraConfig", "init_args": config_as_dict(setting)}
 
 
 def config_as_dict(config: Any) -> dict[str, Any]:
-    """A ``LoraConfig`` as plain data (sets become sorted lists, enumerations their values)."""
+    """A ``LoraConfig``'s constructor arguments as plain data (sets become sorted lists,
+    enumerations their values; fields the constructor does not take are left out)."""
     def plain(value: Any) -> Any:
         return sorted(value) if isinstance(value, set) else value.value if isinstance(value, Enum) else value
 
-    plain = {key: plain(value) for key, value in config.to_dict().items()}
+    fields = type(config).__dataclass_fields__
+    plain = {key: plain(value) for key, value in config.to_dict().items() if key in fields and fields[key].init}
     return {key: value for key, value in plain.items() if value is None or isinstance(value, (str, int, float, bool, list, dict))}
 
 

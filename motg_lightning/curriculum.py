@@ -24,7 +24,7 @@ from reasoning_gym.coaching.base_curriculum import (
     DefaultCurriculumContext,
     RangeAttributeMode,
 )
-from reasoning_gym.factory import create_curriculum, has_curriculum
+from reasoning_gym.factory import create_curriculum, create_dataset, has_curriculum
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,7 @@ class Curriculum:
             raise ValueError(f"data.curriculum: none of data.tasks ({', '.join(task_names)}) has a Reasoning-Gym "
                              "curriculum; remove data.curriculum or add a task that has one.")
         self.curricula = {name: create_curriculum(name) for name in names}
+        self.top = {name: max_level(curriculum) for name, curriculum in self.curricula.items()}  # see cap_levels
         self.windows: dict[str, deque[bool]] = {name: deque(maxlen=options.window) for name in names}
         for name, curriculum in self.curricula.items():
             if options.start_level > max_level(curriculum):
@@ -150,7 +151,7 @@ class Curriculum:
             accuracy, level = self.accuracy(task), self.level(task)
             lower = self.options.lower_below is not None and accuracy < self.options.lower_below
             target = level + 1 if accuracy >= self.options.raise_above else level - 1 if lower else level
-            if 0 <= target <= max_level(self.curricula[task]) and target != level:
+            if 0 <= target <= self.top[task] and target != level:
                 self.curricula[task].set_global_level(target)
                 window.clear()  # the new level is judged on its own completions
                 log.info("data.curriculum: %s level %d -> %d (accuracy %.2f over %d completions).",
@@ -171,6 +172,26 @@ class Curriculum:
                              f"({error or type(error).__name__}); check the other options of data.tasks[{task}].config.") from error
         return {**user_config, **{name: getattr(generated, name) for name in curriculum_fields(curriculum)}}
 
+    def cap_levels(self, task: str, user_config: Mapping[str, Any], samples: int = 1) -> None:
+        """Stop ``task`` below the first level, above the start level, whose config Reasoning-Gym
+        refuses or from which it cannot draw ``samples`` items (some curricula end in settings their
+        own task rejects), with a warning, so that no level change fails in the middle of training.
+        The start level's config must work: its error is raised."""
+        curriculum, start = self.curricula[task], self.level(task)
+        self.config(task, user_config)  # the start level: its error names the task's options
+        for level in range(start + 1, self.top[task] + 1):
+            curriculum.set_global_level(level)
+            try:
+                dataset = create_dataset(task, **{**self.config(task, user_config), "size": samples, "seed": 0})
+                for index in range(samples):
+                    dataset[index]
+            except Exception as error:  # noqa: BLE001 - any failure of the task's own code at this level
+                log.warning("data.curriculum: %s stops at level %d: Reasoning-Gym fails at level %d (%s).",
+                            task, level - 1, level, error)
+                self.top[task] = level - 1
+                break
+        curriculum.set_global_level(start)
+
     def overridden(self, task: str, user_config: Mapping[str, Any]) -> list[str]:
         """The user's options of ``task`` that its curriculum sets instead."""
         return sorted(set(user_config) & set(curriculum_fields(self.curricula[task])))
@@ -187,6 +208,6 @@ class Curriculum:
             log.warning("data.curriculum: the checkpoint's levels of %s are not restored: not followed now.", ignored)
         for task, level in state["levels"].items():
             if task in self.curricula:
-                self.curricula[task].set_global_level(min(int(level), max_level(self.curricula[task])))
+                self.curricula[task].set_global_level(min(int(level), self.top[task]))
                 self.windows[task].clear()
                 self.windows[task].extend(state["windows"].get(task, []))

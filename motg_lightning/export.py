@@ -156,6 +156,8 @@ def export_trained(
     if adapter_only:
         out_dir = Path(out_dir)
         adapted.peft_config["default"].base_model_name_or_path = name  # what the adapter goes on
+        if dtype is not None:
+            adapted.to(getattr(torch, dtype))
         adapted.save_pretrained(out_dir)
         tokenizer.save_pretrained(out_dir)
         return out_dir

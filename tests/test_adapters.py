@@ -10,12 +10,14 @@ import pytest
 import torch
 from lightning.pytorch.strategies import FSDPStrategy
 from peft import LoraConfig, PeftModel
+from safetensors.torch import load_file
 from test_likelihood import RULES
 from test_module import datamodule, trainer
 from transformers import AutoModelForCausalLM
 
 from motg_lightning.adapters import LoraOptions, add_adapters, lora_config
 from motg_lightning.export import export_checkpoint
+from motg_lightning.lightning.export_callback import ExportOnFitEnd
 from motg_lightning.grpo.likelihood import trajectory_log_likelihood
 from motg_lightning.lightning.module import MoTGRPOModule
 from motg_lightning.lightning.options import GRPOOptions, RolloutOptions
@@ -134,6 +136,8 @@ def test_export_merges_the_adapters_or_writes_them_alone(tmp_path):
     adapter = export_checkpoint(tmp_path / "adapted.ckpt", tmp_path / "adapter", adapter_only=True)
     assert (adapter / "adapter_model.safetensors").is_file() and not (adapter / "model.safetensors").exists()
     loaded = PeftModel.from_pretrained(load_causal_lm(TINY_MODEL), adapter).eval()
+    halved = export_checkpoint(tmp_path / "adapted.ckpt", tmp_path / "adapter16", dtype="bfloat16", adapter_only=True)
+    assert {value.dtype for value in load_file(halved / "adapter_model.safetensors").values()} == {torch.bfloat16}
     with torch.no_grad():
         torch.testing.assert_close(merged(input_ids=ids).logits, expected, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(loaded(input_ids=ids).logits, expected, atol=1e-5, rtol=1e-5)
@@ -147,6 +151,10 @@ def test_export_of_a_model_without_adapters_refuses_adapter_only(tmp_path):
     run.save_checkpoint(tmp_path / "full.ckpt")
     with pytest.raises(ValueError, match="^adapter_only: the policy was trained without model.peft"):
         export_checkpoint(tmp_path / "full.ckpt", tmp_path / "out", adapter_only=True)
+    at_the_end = trainer(max_steps=1, callbacks=[ExportOnFitEnd(tmp_path / "never", adapter_only=True)])
+    with pytest.raises(ValueError, match="^ExportOnFitEnd adapter_only=true needs adapters"):
+        at_the_end.fit(MoTGRPOModule(TINY_MODEL, grpo=GRPOOptions(num_generations=2)), datamodule())
+    assert at_the_end.global_step == 0, "refused before the first step"
 
 
 def test_impossible_combinations_are_refused_naming_the_fields():
@@ -168,6 +176,7 @@ def test_impossible_combinations_are_refused_naming_the_fields():
 
 def test_a_whole_lora_config_is_accepted_and_kept_in_the_hyperparameters():
     module = MoTGRPOModule(TINY_MODEL, peft=LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"]))
+    assert module.hparams["peft"]["class_path"] == "peft.LoraConfig", "as the command line takes it, for --ckpt_path"
     config = lora_config(module.hparams["peft"])
     assert isinstance(config, LoraConfig) and config.r == 2 and set(config.target_modules) == {"q_proj", "v_proj"}
 

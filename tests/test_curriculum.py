@@ -55,6 +55,19 @@ def test_the_config_at_a_level_is_the_curriculum_s_over_the_user_s_other_options
     assert (upper["min_terms"], upper["max_terms"], upper["min_digits"]) == (4, 4, 3)
 
 
+def test_levels_reasoning_gym_itself_refuses_are_never_reached():
+    """caesar_cipher's curriculum goes on to rotations its own config refuses (level 2); the task
+    stops at level 1 instead of failing in the middle of training."""
+    curriculum = Curriculum(CurriculumOptions(window=1, raise_above=0.5), ["caesar_cipher"])
+    curriculum.cap_levels("caesar_cipher", {})
+    assert curriculum.top["caesar_cipher"] == 1 and curriculum.level("caesar_cipher") == 0
+    for _ in range(4):
+        curriculum.record(["caesar_cipher"], [True])
+    assert curriculum.level("caesar_cipher") == 1
+    curriculum.load_state_dict({"levels": {"caesar_cipher": 3}, "windows": {}})
+    assert curriculum.level("caesar_cipher") == 1
+
+
 def test_the_state_is_plain_data_and_round_trips():
     levels = curriculum(window=3)
     levels.record([ARITHMETIC] * 3, [True] * 3)

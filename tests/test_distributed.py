@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.distributed.checkpoint import FileSystemReader
 
 from ddp_probe import probe_environment, read_ranks
 from motg_lightning.collectives import finished_everywhere, max_over_ranks, world_size
@@ -93,9 +94,16 @@ def test_lora_trains_under_ddp_and_fsdp2_and_fsdp2_resumes(tmp_path):
     ranks = _fit_on_cpu_processes(tmp_path / "fsdp2", "--trainer.max_steps=2", *lora, strategy=FSDP2)
     assert all(len(rank["steps"]) == 2 for rank in ranks) and ranks[0]["checksum"] == pytest.approx(ranks[1]["checksum"], rel=1e-9)
     checkpoint = next((tmp_path / "fsdp2").rglob("*.ckpt"))
+    saved = FileSystemReader(checkpoint).read_metadata().state_dict_metadata
+    weights = [key for key in saved if key.startswith("state_dict.")]
+    assert weights and all("lora_" in key for key in weights), "the shards hold the adapters, not the frozen base"
     resumed = _fit_on_cpu_processes(tmp_path / "fsdp2", "--trainer.max_steps=3", *lora, f"--ckpt_path={checkpoint}",
                                     devices=1, strategy=FSDP2)
     assert len(resumed[0]["steps"]) == 1
+    without = subprocess.run([sys.executable, "main.py", "validate", "--config", "configs/smoke.yaml", *FSDP2,
+                              "--trainer.accelerator=cpu", "--trainer.devices=1", f"--ckpt_path={checkpoint}"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert without.returncode != 0 and "saved with another model.peft setting" in without.stderr
 
 
 def test_helpers_are_local_without_a_process_group():

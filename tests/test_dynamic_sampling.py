@@ -45,6 +45,9 @@ def test_groups_without_variance_are_replaced_from_further_batches():
     assert completions == ["c02", "c03", "c20", "c21"] and [e["round"] for e in entries] == [0, 0, 2, 2]
     assert rollout.tokens.shape == (4, 4) and rollout.tokens[:2, :2].eq(0).all() and rollout.tokens[2:].eq(2).all()
     assert not rollout.completion_mask[:2, 2:].any(), "the shorter round's rows are padded outside the completion"
+    tasks, correct = scored.outcomes
+    assert correct.tolist() == [r == 1 for r in [1, 1, 0, 1, 0, 0, 1, 1, 0, 1, 1, 1]] and len(tasks) == 12, (
+        "the training accuracy counts every completion rolled out, the dropped all-right and all-wrong groups too")
 
 
 def test_rounds_are_bounded_and_a_batch_without_signal_is_returned_as_it_is():
@@ -53,6 +56,7 @@ def test_rounds_are_bounded_and_a_batch_without_signal_is_returned_as_it_is():
     completions, rewards, rounds = scored.completions, scored.rewards, scored.rounds
     assert rounds == 2 and len(calls) == 2
     assert completions == ["c00", "c01", "c02", "c03"] and rewards.total.tolist() == [1.0, 1.0, 0.0, 0.0]
+    assert scored.outcomes[1].tolist() == [True, True, False, False, True, True, True, True]
 
 
 def test_a_full_first_batch_needs_no_more_rollouts():

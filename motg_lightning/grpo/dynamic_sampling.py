@@ -38,22 +38,25 @@ def dynamic_sample(
             (true while any needs one), so that every rank rolls out the same number of times.
 
     Returns:
-        the kept groups, with the seconds spent rolling out and the rounds used.
+        the kept groups, with the seconds spent rolling out, the rounds used, and the outcomes of
+        every completion rolled out (``rolled_out``: the training accuracy counts dropped groups too).
     """
     wanted = batch["prompt_ids"].shape[0]
     kept: list[ScoredRollout] = []
+    rolled: list[ScoredRollout] = []
     found, seconds, rounds, first = 0, 0.0, 0, None
     while agree(found < wanted and rounds < max_rounds):
         scored = roll_out(batch if rounds == 0 else next_batch())
         first = first or scored
+        rolled.append(scored)
         seconds, rounds = seconds + scored.seconds, rounds + 1
         varied = (~zero_variance_groups(scored.rewards.total, group_size)).nonzero().flatten().tolist()[: wanted - found]
         if varied:
             kept.append(scored.select([g * group_size + i for g in varied for i in range(group_size)]))
             found += len(varied)
-    if not kept:
-        return replace(first, seconds=seconds, rounds=rounds)
-    return ScoredRollout.concatenate(kept, seconds, rounds)
+    outcomes = ([task for part in rolled for task in part.tasks], torch.cat([part.rewards.correct for part in rolled]))
+    chosen = replace(first, seconds=seconds, rounds=rounds) if not kept else ScoredRollout.concatenate(kept, seconds, rounds)
+    return replace(chosen, rolled_out=outcomes)
 
 
 class RefillPrompts:

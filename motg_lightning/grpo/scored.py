@@ -22,6 +22,8 @@ class ScoredRollout:
         rewards: the ``N`` rewards.
         seconds: time spent generating.
         rounds: rollouts it took (more than 1 under dynamic sampling).
+        rolled_out: set by dynamic sampling: the task and correctness of every completion the
+            step rolled out, the dropped groups' too (see :attr:`outcomes`).
     """
 
     rollout: Rollout
@@ -30,11 +32,19 @@ class ScoredRollout:
     rewards: RewardOutput
     seconds: float
     rounds: int = 1
+    rolled_out: tuple[list[str], torch.Tensor] | None = None
 
     @property
     def tasks(self) -> list[str]:
         """The Reasoning-Gym task of each row (its entry's ``metadata.source_dataset``)."""
         return [entry.get("metadata", {}).get("source_dataset", "questions") for entry in self.entries]
+
+    @property
+    def outcomes(self) -> tuple[list[str], torch.Tensor]:
+        """The task and correctness (a score of exactly 1) of every completion rolled out for the
+        step: the training accuracy, also over groups dynamic sampling dropped for having no
+        reward variance (all right or all wrong)."""
+        return self.rolled_out if self.rolled_out is not None else (self.tasks, self.rewards.correct)
 
     def select(self, rows: list[int]) -> ScoredRollout:
         """The given rows, in order."""

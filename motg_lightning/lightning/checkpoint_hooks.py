@@ -11,6 +11,7 @@ from lightning.pytorch.strategies import ModelParallelStrategy
 
 from ..adapters import check_adapter_entries, is_adapted, trainable_entries
 from ..collectives import gather_objects
+from .distributed import FSDP2Strategy
 from .resume_state import ResumeState
 
 
@@ -19,9 +20,10 @@ class CheckpointHooks(L.LightningModule):
     ``reference``, ``options``, ``training_random``, ``_refill`` and ``_restored`` of the module.
 
     With adapters, a checkpoint's ``state_dict`` holds the adapter weights only; the frozen base
-    comes from ``model_name_or_path`` again on loading. FSDP2 (Lightning's
-    ``ModelParallelStrategy``) keeps every entry: its sharded loader reads each entry of the model
-    from the checkpoint, and there every rank writes only its own shard of the base.
+    comes from ``model_name_or_path`` again on loading. Under Lightning's own
+    ``ModelParallelStrategy``, whose loader reads every entry of the model, it keeps every entry;
+    :class:`~motg_lightning.lightning.distributed.FSDP2Strategy` (``configs/strategy/fsdp2.yaml``)
+    loads the adapters alone.
     """
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -31,7 +33,7 @@ class CheckpointHooks(L.LightningModule):
             # the reference has moved away from the initial weights
             reference=self.reference.state_dict() if self.options.grpo.sync_ref_model else None,
         ).save(checkpoint)
-        if is_adapted(self.policy) and not self._saves_sharded():
+        if is_adapted(self.policy) and not self._loads_every_entry():
             checkpoint["state_dict"] = trainable_entries(checkpoint["state_dict"], self)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -45,5 +47,6 @@ class CheckpointHooks(L.LightningModule):
             # the frozen base as loaded from model_name_or_path, so the whole state loads strictly
             checkpoint["state_dict"] = {**self.state_dict(), **saved}
 
-    def _saves_sharded(self) -> bool:
-        return self._trainer is not None and isinstance(self.trainer.strategy, ModelParallelStrategy)
+    def _loads_every_entry(self) -> bool:
+        strategy = self.trainer.strategy if self._trainer is not None else None
+        return isinstance(strategy, ModelParallelStrategy) and not isinstance(strategy, FSDP2Strategy)

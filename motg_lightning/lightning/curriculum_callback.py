@@ -17,7 +17,7 @@ from ..collectives import gather_objects
 
 class CurriculumCallback(L.Callback):
     """After each training step: record every completion's task and correctness (the
-    ``"tasks"`` and ``"correct"`` of the module's step outputs), move the levels that pass a
+    ``"outcomes"`` of the module's step outputs, dynamic sampling's dropped groups included), move the levels that pass a
     threshold, regenerate those tasks' training items, and log ``curriculum/<task>_level`` and
     ``curriculum/<task>_accuracy`` (the rolling accuracy, while the window is not empty)."""
 
@@ -25,9 +25,10 @@ class CurriculumCallback(L.Callback):
                            batch_idx: int) -> None:
         datamodule = trainer.datamodule
         curriculum = getattr(datamodule, "curriculum", None)
-        if curriculum is None or not isinstance(outputs, dict) or "correct" not in outputs:
+        if curriculum is None or not isinstance(outputs, dict) or "outcomes" not in outputs:
             return
-        outcomes = gather_objects((list(outputs["tasks"]), outputs["correct"].tolist()))
+        tasks, correct = outputs["outcomes"]
+        outcomes = gather_objects((list(tasks), correct.tolist()))
         changed = curriculum.record([task for tasks, _ in outcomes for task in tasks],
                                     [ok for _, correct in outcomes for ok in correct])
         if changed and datamodule.apply_levels() and hasattr(pl_module, "check_lengths"):

@@ -7,7 +7,7 @@ validation curves stay comparable over the whole run (at a harder level the same
 score lower, which would read as a regression). Training items keep their slots of the training
 list; when a task's level changes its slots get new items of that task at the new level, none
 with a held-out question, and the running DataLoader, which indexes that very list, serves them
-from the next batch it fetches (Lightning fetches one batch ahead). Items at a level depend only on
+from the next batch it fetches, the next step's. Items at a level depend only on
 the seed, the task and the level (the start level's are the first ones), so a resumed run
 regenerates the very items it left. What this leaves out: levels per attribute (every attribute of
 a task moves with its global level) and DataLoader worker processes, which would keep a copy.
@@ -55,6 +55,7 @@ class CurriculumData:
                 if overridden:
                     log.warning("data.tasks[%s].config: %s are set by data.curriculum at each level; these values are "
                                 "not used.", task.name, ", ".join(overridden))
+                self.curriculum.cap_levels(task.name, task.config)
                 self._start_configs[task.name] = self.curriculum.config(task.name, task.config)
         self._items_levels = self.curriculum.levels()  # the level each task's training items are at
         return dataclasses.asdict(options)

@@ -20,12 +20,15 @@ import types
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from lightning.fabric.plugins.collectives.torch_collective import default_pg_timeout
 from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 from torch import nn
 from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+
+from .sharded_checkpoint import check_entries, has_frozen_parameters, is_sharded, load_adapted
 
 
 def layer_classes(model: nn.Module, names: Sequence[str] | None) -> tuple[type[nn.Module], ...]:
@@ -118,3 +121,20 @@ class FSDP2Strategy(ModelParallelStrategy):
     def setup_environment(self) -> None:
         self._data_parallel_size = self.world_size
         super().setup_environment()
+
+    def load_checkpoint(self, checkpoint_path: Any, weights_only: bool | None = None) -> dict[str, Any]:
+        """Lightning's loading, except that a checkpoint of an adapted policy holds the adapters
+        alone (:mod:`motg_lightning.lightning.sharded_checkpoint`)."""
+        path = Path(self.broadcast(checkpoint_path))
+        adapted = has_frozen_parameters(self.model)
+        if is_sharded(path):
+            check_entries(path, self.model)
+            if adapted:
+                return load_adapted(path, self.model, self.optimizers, weights_only)
+            return super().load_checkpoint(path, weights_only)
+        module, strict = self.lightning_module, self.lightning_module.strict_loading
+        module.strict_loading = strict and not adapted  # a single file of adapter entries: the base stays as loaded
+        try:
+            return super().load_checkpoint(path, weights_only)
+        finally:
+            module.strict_loading = strict

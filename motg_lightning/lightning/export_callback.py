@@ -47,6 +47,12 @@ class ExportOnFitEnd(L.Callback):
             raise ValueError(f"ExportOnFitEnd dtype={dtype!r}: one of {', '.join(DTYPES)}, or null to keep the training dtype.")
         self.dirpath, self.dtype, self.adapter_only = Path(dirpath), dtype, adapter_only
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Refuse ``adapter_only`` without adapters before training, not after it."""
+        if self.adapter_only and getattr(pl_module, "lora", None) is None:
+            raise ValueError("ExportOnFitEnd adapter_only=true needs adapters: set model.peft, or export the whole "
+                             "model (adapter_only: false).")
+
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if getattr(pl_module, "policy", None) is None:
             raise ValueError("ExportOnFitEnd: the module has no policy to export (expected MoTGRPOModule).")

@@ -207,7 +207,7 @@ class MoTGRPOModule(StepLogging, HeldOutSteps, PredictSteps, CheckpointHooks):
         return {
             "loss": update["loss"], "local_reward": scored.rewards.total.mean(), "local_rows": torch.tensor(len(scored.entries)),
             "rewards": scored.rewards.total, "advantages": targets.advantages, "entropy": scored.rollout.entropy,
-            "loss_mask": targets.loss_mask, "correct": scored.rewards.correct, "tasks": scored.tasks,
+            "loss_mask": targets.loss_mask, "outcomes": scored.outcomes,  # every completion's task and correctness
             "policy_steps": targets.policy_mask.sum(),  # counted steps the policy term trains on (top_entropy_quantile)
         }
 
