@@ -28,7 +28,12 @@ from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 from torch import nn
 from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 
-from .sharded_checkpoint import check_entries, has_frozen_parameters, is_sharded, load_adapted
+from .sharded_checkpoint import (
+    check_entries,
+    has_frozen_parameters,
+    is_sharded,
+    load_adapted,
+)
 
 
 def layer_classes(model: nn.Module, names: Sequence[str] | None) -> tuple[type[nn.Module], ...]:

@@ -63,7 +63,10 @@ def load_adapted(path: Path, model: nn.Module, optimizers: list[torch.optim.Opti
     rest of the checkpoint (loops, callbacks, hyperparameters), as Lightning's loader does."""
     from torch.distributed.checkpoint import load
     from torch.distributed.checkpoint.state_dict import (
-        StateDictOptions, get_optimizer_state_dict, set_model_state_dict, set_optimizer_state_dict,
+        StateDictOptions,
+        get_optimizer_state_dict,
+        set_model_state_dict,
+        set_optimizer_state_dict,
     )
 
     check_entries(path, model)
