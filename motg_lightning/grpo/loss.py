@@ -8,8 +8,10 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from .surrogates import PolicyTerm, policy_loss
+
 ScaleRewards = Literal["group", "batch", "none"]
-LossType = Literal["grpo", "bnpo", "dr_grpo", "dapo"]
+LossType = Literal["grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo"]
 
 
 def group_advantages(
@@ -45,17 +47,15 @@ def zero_variance_groups(rewards: Tensor, group_size: int) -> Tensor:
 def clipped_surrogate(
     log_likelihood: Tensor, old_log_likelihood: Tensor, advantages: Tensor, epsilon: float, epsilon_high: float
 ) -> tuple[Tensor, Tensor]:
-    """Per-step PPO objective ``−min(ρA, clip(ρ, 1−ε, 1+ε_high) A)`` and where clipping acted.
+    """Per-step PPO objective ``−min(ρA, clip(ρ, 1−ε, 1+ε_high) A)`` and where clipping acted
+    (:func:`motg_lightning.grpo.surrogates.policy_loss` at the token level, without ``delta``).
 
     Args:
         log_likelihood, old_log_likelihood: ``[N, T]`` step log-likelihoods ``ℓ`` and ``ℓ_old``.
         advantages: ``[N]``, broadcast over steps.
     """
-    ratio = torch.exp(log_likelihood - old_log_likelihood)
-    advantages = advantages.unsqueeze(-1)
-    unclipped = ratio * advantages
-    clipped = torch.clamp(ratio, 1 - epsilon, 1 + epsilon_high) * advantages
-    return -torch.min(unclipped, clipped), clipped < unclipped
+    term = PolicyTerm(epsilon=epsilon, epsilon_high=epsilon_high)
+    return policy_loss(log_likelihood, old_log_likelihood, advantages, torch.ones_like(log_likelihood, dtype=torch.bool), term)
 
 
 #: bounds of the k3 estimator's log-ratio and of its value (verl's ``low_var_kl``)
@@ -90,22 +90,26 @@ def aggregate_loss(
 
     Args:
         per_step: ``[n, T]`` per-step loss of the micro-batch; ``mask`` which steps count.
-        loss_type: TRL's aggregations. ``grpo``: mean over each sequence's steps, then over
-            sequences (DeepSeekMath); ``bnpo`` and ``dapo``: mean over all steps of the batch (DAPO,
-            arXiv 2503.14476; ``dapo`` counts the steps of every process, see ``batch_tokens``);
-            ``dr_grpo``: sum divided by sequences × ``max_new_tokens`` (Dr. GRPO, arXiv 2503.20783).
+        loss_type: TRL's aggregations. ``grpo`` and ``sapo``: mean over each sequence's steps,
+            then over sequences (DeepSeekMath); ``bnpo``, ``dapo`` and ``cispo``: mean over all
+            steps of the batch (DAPO, arXiv 2503.14476; ``dapo`` and ``cispo`` count the steps of
+            every process, see ``batch_tokens``); ``dr_grpo``: sum divided by sequences ×
+            ``max_new_tokens`` (Dr. GRPO, arXiv 2503.20783); ``luspo``: each sequence's sum, averaged
+            over sequences (LUSPO, arXiv 2602.05261: GSPO's sequence loss scaled by its length).
         batch_tokens: steps of the whole batch that count (for ``dapo``, all processes' count
             divided by the number of processes, as gradients are averaged across them).
         batch_sequences: sequences of the whole batch on this process.
     """
     masked = per_step * mask
-    if loss_type == "grpo":
+    if loss_type in ("grpo", "sapo"):
         return (masked.sum(-1) / mask.sum(-1).clamp_min(1)).sum() / batch_sequences
-    if loss_type in ("bnpo", "dapo"):
+    if loss_type in ("bnpo", "dapo", "cispo"):
         return masked.sum() / torch.as_tensor(batch_tokens, device=per_step.device).clamp_min(1)
     if loss_type == "dr_grpo":
         return masked.sum() / (batch_sequences * max_new_tokens)
-    raise ValueError(f"loss_type={loss_type!r}: choose grpo, bnpo, dr_grpo or dapo.")
+    if loss_type == "luspo":
+        return masked.sum() / batch_sequences
+    raise ValueError(f"loss_type={loss_type!r}: choose grpo, bnpo, dr_grpo, dapo, cispo, sapo or luspo.")
 
 
 def linear_quantile(values: Tensor, q: float) -> Tensor:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -10,8 +10,9 @@ from torch import Tensor
 from ..collectives import gather_rows, mean_over_ranks
 from ..rollout.record import Rollout
 from .loss import (
-    LossType, ScaleRewards, aggregate_loss, clipped_surrogate, group_advantages, high_entropy_mask, k3_kl, token_mean,
+    LossType, ScaleRewards, aggregate_loss, group_advantages, high_entropy_mask, k3_kl, token_mean,
 )
+from .surrogates import PolicyTerm, policy_loss
 
 
 @dataclass(frozen=True)
@@ -45,14 +46,18 @@ class MicroBatchLoss:
 def micro_batch_loss(
     log_likelihood: Tensor, old_log_likelihood: Tensor, reference_log_likelihood: Tensor | None, advantages: Tensor,
     loss_mask: Tensor, policy_mask: Tensor, normalisers: Normalisers, *,
-    epsilon: float, epsilon_high: float, beta: float, loss_type: LossType,
+    epsilon: float, epsilon_high: float, beta: float, loss_type: LossType, term: PolicyTerm | None = None,
 ) -> MicroBatchLoss:
-    """Clipped surrogate on the policy's steps (``policy_mask``), plus ``beta`` × k3 KL to the
+    """The policy term on the policy's steps (``policy_mask``), plus ``beta`` × k3 KL to the
     reference on every counted step (``loss_mask``), aggregated as TRL's ``loss_type``.
 
     All tensors are the micro-batch's rows: ``[n, T]`` step values and masks, ``[n]`` advantages.
+    ``term`` gives the policy term's further settings (GSPO's sequence level, ``delta``, SAPO's
+    temperatures; :mod:`motg_lightning.grpo.surrogates`); its loss type and ε are the arguments'.
     """
-    per_step, clipped = clipped_surrogate(log_likelihood, old_log_likelihood, advantages, epsilon, epsilon_high)
+    term = replace(term or PolicyTerm(), loss_type=loss_type, epsilon=epsilon, epsilon_high=epsilon_high)
+    per_step, clipped = policy_loss(log_likelihood, old_log_likelihood, advantages, loss_mask, term)
+    clipped = clipped.expand_as(loss_mask)
     per_step = per_step * policy_mask
     kl = None
     if reference_log_likelihood is not None:
@@ -90,8 +95,8 @@ def update_targets(
     if mask_truncated_completions:
         loss_mask = loss_mask & ~rollout.truncated.unsqueeze(-1)
     counted = loss_mask.sum()
-    # dapo: every process's steps count, and gradients are averaged over processes
-    batch_tokens = mean_over_ranks(counted.float()) if loss_type == "dapo" else counted
+    # dapo, cispo: every process's steps count, and gradients are averaged over processes
+    batch_tokens = mean_over_ranks(counted.float()) if loss_type in ("dapo", "cispo") else counted
     batch_entropy = gather_rows(rollout.entropy[loss_mask].float()) if top_entropy_quantile < 1 else None
     policy_mask = high_entropy_mask(rollout.entropy, loss_mask, top_entropy_quantile, batch_entropy)
     normalisers = Normalisers(counted, batch_tokens, loss_mask.shape[0], max_new_tokens)

@@ -268,7 +268,7 @@ class MoTGRPOModule(StepLogging, HeldOutSteps, PredictSteps, CheckpointHooks):
         return micro_batch_loss(
             log_likelihood, old, reference, targets.advantages[rows], batch.loss_mask(targets.loss_mask),
             targets.policy_mask[rows], targets.normalisers,
-            epsilon=grpo.epsilon, epsilon_high=grpo.clip_high, beta=grpo.beta, loss_type=grpo.loss_type,
+            epsilon=grpo.epsilon, epsilon_high=grpo.clip_high, beta=grpo.beta, loss_type=grpo.loss_type, term=grpo.policy_term,
         )
 
     def _log_likelihood(self, model: torch.nn.Module, rollout: Rollout) -> Tensor:

@@ -9,7 +9,7 @@ is refused by the CLI with its new place (:data:`MOVED_KEYS`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -17,20 +17,12 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from ..evaluation.held_out import EvalDecoding
-from ..grpo.loss import LossType, ScaleRewards
 from ..rollout.decoder import check_compile_mode
 from ..rollout.settings import RolloutSettings
 from ..rollout.stops import TokenPatterns
 from ..rules.filters import validate_filters
-
-
-def _at_least(group: str, minimum: int, values: Mapping[str, Any], meaning: Mapping[str, str] | None = None) -> None:
-    """Refuse the first of ``values`` (None allowed) below ``minimum``, naming ``model.<group>.<field>``."""
-    for name, value in values.items():
-        if value is not None and value < minimum:
-            relation = "at least 1" if minimum == 1 else f">= {minimum}"
-            hint = f" ({meaning[name]})" if meaning and name in meaning else ""
-            raise ValueError(f"model.{group}.{name}={value}: must be {relation}{hint}.")
+from .grpo_options import GRPOOptions
+from .option_checks import at_least
 
 
 @dataclass(frozen=True)
@@ -74,9 +66,9 @@ class RolloutOptions:
     compile_decode: str | None = None
 
     def __post_init__(self) -> None:
-        _at_least("rollout", 1, {"max_new_tokens": self.max_new_tokens, "sync_every": self.sync_every,
+        at_least("rollout", 1, {"max_new_tokens": self.max_new_tokens, "sync_every": self.sync_every,
                                  "cold_stop_steps": self.cold_stop_steps})
-        _at_least("rollout", 0, {"thinking_budget": self.thinking_budget},
+        at_least("rollout", 0, {"thinking_budget": self.thinking_budget},
                   {"thinking_budget": "0 forces the answer at once, null never forces"})
         validate_filters(self.top_p, self.min_p, owner="model.rollout")
         if self.cold_stop_entropy is not None and not self.cold_stop_entropy > 0:
@@ -114,86 +106,6 @@ class RolloutOptions:
 
 
 @dataclass(frozen=True)
-class GRPOOptions:
-    """`model.grpo`: the objective and the update (GRPO of Shao et al., arXiv 2402.03300, with
-    TRL's option names).
-
-    Args:
-        num_generations: group size G, rollouts per prompt (TRL's `num_generations`; paper: 10).
-        beta: weight of the k3 KL to a frozen copy of the initial model (TRL's `beta`; paper: 0.1;
-            0 loads no reference model).
-        epsilon: ε of the ratio's clipping range [1 − ε, 1 + epsilon_high], in (0, 1) (TRL's `epsilon`).
-        epsilon_high: upper clipping bound, > 0; DAPO's asymmetric clip when it differs from ε
-            (arXiv 2503.14476; TRL's `epsilon_high`); None uses ε.
-        num_iterations: optimizer steps per rollout batch (TRL's `num_iterations`); the rollout's
-            log-likelihood before the first is the ratio's denominator.
-        loss_type: aggregation of per-step losses, as TRL's `loss_type`: `grpo`, `bnpo`,
-            `dr_grpo` or `dapo` (token mean over the batch, TRL's default).
-        top_entropy_quantile: train the policy term only on this fraction of highest-entropy steps
-            (arXiv 2506.01939); entropy is the sampling distribution's at rollout time. 1.0 keeps all.
-        scale_rewards: advantage scaling (TRL's `scale_rewards`): `group`, `batch` or `none`.
-        mask_truncated_completions: leave completions that hit `max_new_tokens` out of the loss
-            (TRL's `mask_truncated_completions`).
-        sync_ref_model: move the reference towards the policy every `ref_model_sync_steps`
-            optimizer steps by `ref_model_mixup_alpha` (TR-DPO, arXiv 2404.09656; TRL's
-            `sync_ref_model`); needs beta ≠ 0. The reference is then saved in checkpoints.
-        ref_model_sync_steps: optimizer steps between two moves of the reference.
-        ref_model_mixup_alpha: α in [0, 1] of a move, reference ← (1 − α) reference + α policy.
-        dynamic_sampling: DAPO's dynamic sampling (arXiv 2503.14476): drop groups whose rewards
-            are all equal and roll out further prompts from the training data until the batch is
-            full again, for at most `max_sampling_rounds` rollouts per step. Needs a datamodule.
-        max_sampling_rounds: rollouts per training step at most under dynamic sampling.
-        max_grad_norm: gradient-norm clip, > 0 (TRL's `max_grad_norm`; paper: 0.1); None disables it.
-        max_nonfinite_updates: an update whose gradient is not finite is skipped and logged
-            (`train/skipped_updates`); after this many in a row the run stops cleanly, keeping
-            its checkpoints.
-    """
-
-    num_generations: int = 8
-    beta: float = 0.0
-    epsilon: float = 0.2
-    epsilon_high: float | None = None
-    num_iterations: int = 1
-    loss_type: LossType = "dapo"
-    top_entropy_quantile: float = 1.0
-    scale_rewards: ScaleRewards = "group"
-    mask_truncated_completions: bool = False
-    sync_ref_model: bool = False
-    ref_model_sync_steps: int = 512
-    ref_model_mixup_alpha: float = 0.6
-    dynamic_sampling: bool = False
-    max_sampling_rounds: int = 3
-    max_grad_norm: float | None = 1.0
-    max_nonfinite_updates: int = 3
-
-    def __post_init__(self) -> None:
-        if self.num_generations < 2:
-            raise ValueError(f"model.grpo.num_generations={self.num_generations}: GRPO needs groups of at least 2.")
-        _at_least("grpo", 1, {"num_iterations": self.num_iterations, "ref_model_sync_steps": self.ref_model_sync_steps,
-                              "max_sampling_rounds": self.max_sampling_rounds,
-                              "max_nonfinite_updates": self.max_nonfinite_updates})
-        if not 0 < self.top_entropy_quantile <= 1:
-            raise ValueError(f"model.grpo.top_entropy_quantile={self.top_entropy_quantile}: must be in (0, 1]; 1.0 trains "
-                             "on every step.")
-        if not 0 < self.epsilon < 1 or (self.epsilon_high is not None and not 0 < self.epsilon_high):
-            raise ValueError(f"model.grpo.epsilon={self.epsilon}, model.grpo.epsilon_high={self.epsilon_high}: the clip "
-                             "range needs 0 < epsilon < 1 and epsilon_high > 0 (TRL's defaults: 0.2 and epsilon).")
-        if not self.beta >= 0:
-            raise ValueError(f"model.grpo.beta={self.beta}: the KL weight must be >= 0 (0 loads no reference model).")
-        if not 0 <= self.ref_model_mixup_alpha <= 1:
-            raise ValueError(f"model.grpo.ref_model_mixup_alpha={self.ref_model_mixup_alpha}: must be in [0, 1].")
-        if self.sync_ref_model and self.beta == 0:
-            raise ValueError("model.grpo.sync_ref_model=true needs a reference model: set model.grpo.beta to a non-zero value.")
-        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
-            raise ValueError(f"model.grpo.max_grad_norm={self.max_grad_norm}: must be > 0; null disables gradient clipping.")
-
-    @property
-    def clip_high(self) -> float:
-        """The upper clipping bound: `epsilon_high`, or ε when it is unset."""
-        return self.epsilon if self.epsilon_high is None else self.epsilon_high
-
-
-@dataclass(frozen=True)
 class MemoryOptions:
     """`model.memory`: how the update fits in memory; none of these changes what is learned.
 
@@ -217,7 +129,7 @@ class MemoryOptions:
     shard_layer_classes: list[str] | None = None
 
     def __post_init__(self) -> None:
-        _at_least("memory", 1, {"micro_batch_size": self.micro_batch_size, "micro_batch_tokens": self.micro_batch_tokens,
+        at_least("memory", 1, {"micro_batch_size": self.micro_batch_size, "micro_batch_tokens": self.micro_batch_tokens,
                                 "logit_chunk_size": self.logit_chunk_size})
 
     def rows_per_micro_batch(self, sequence_length: int) -> int:
@@ -241,7 +153,7 @@ class EvaluationOptions:
     samples: int = 1
 
     def __post_init__(self) -> None:
-        _at_least("evaluation", 1, {"samples": self.samples})
+        at_least("evaluation", 1, {"samples": self.samples})
 
 
 @dataclass(frozen=True)
@@ -261,7 +173,7 @@ class LoggingOptions:
     exploration_every_n_steps: int = 10
 
     def __post_init__(self) -> None:
-        _at_least("logging", 0, {"log_completions_every_n_steps": self.log_completions_every_n_steps,
+        at_least("logging", 0, {"log_completions_every_n_steps": self.log_completions_every_n_steps,
                                  "exploration_every_n_steps": self.exploration_every_n_steps},
                   {"log_completions_every_n_steps": "0 never logs completions",
                    "exploration_every_n_steps": "0 never logs the exploration entropies"})

@@ -1,0 +1,132 @@
+"""`model.grpo`: the objective and the update, with TRL's option names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import warnings
+
+from ..grpo.loss import LossType, ScaleRewards
+from ..grpo.surrogates import CLIPPED, ImportanceSamplingLevel, PolicyTerm
+from .option_checks import at_least
+
+
+@dataclass(frozen=True)
+class GRPOOptions:
+    """`model.grpo`: the objective and the update (GRPO of Shao et al., arXiv 2402.03300, with
+    TRL's option names).
+
+    Args:
+        num_generations: group size G, rollouts per prompt (TRL's `num_generations`; paper: 10).
+        beta: weight of the k3 KL to a frozen copy of the initial model (TRL's `beta`; paper: 0.1;
+            0 loads no reference model).
+        epsilon: ε of the ratio's clipping range [1 − ε, 1 + epsilon_high], in (0, 1) (TRL's `epsilon`).
+        epsilon_high: upper clipping bound, > 0; DAPO's asymmetric clip when it differs from ε
+            (arXiv 2503.14476; TRL's `epsilon_high`); None uses ε. With `cispo`, the cap of the
+            ratio itself (ScaleRL, arXiv 2510.13786, recommends 5.0).
+        num_iterations: optimizer steps per rollout batch (TRL's `num_iterations`); the rollout's
+            log-likelihood before the first is the ratio's denominator.
+        loss_type: the policy term and how per-step losses add up, as TRL's `loss_type`: `grpo`,
+            `bnpo`, `dr_grpo`, `dapo` (token mean over the batch, TRL's default) and `luspo` (LUSPO,
+            arXiv 2602.05261) clip the ratio; `cispo` weighs each step's log-likelihood by the
+            capped ratio (MiniMax-M1, arXiv 2506.13585); `sapo` gates it smoothly (SAPO, arXiv
+            2511.20347).
+        importance_sampling_level: `token` (one ratio per step) or `sequence` (one per rollout,
+            the geometric mean of its step ratios: GSPO, arXiv 2507.18071; TRL's name).
+        delta: cap of the unclipped ratio, > 1 (two-sided clipping, INTELLECT-2, arXiv 2505.07291;
+            TRL's `delta`); clipped loss types only; None: no cap.
+        sapo_temperature_pos: `sapo`'s gate temperature for positive advantages, > 0.
+        sapo_temperature_neg: `sapo`'s gate temperature for the other advantages, > 0.
+        top_entropy_quantile: train the policy term only on this fraction of highest-entropy steps
+            (arXiv 2506.01939); entropy is the sampling distribution's at rollout time. 1.0 keeps all.
+        scale_rewards: advantage scaling (TRL's `scale_rewards`): `group`, `batch` or `none`.
+        mask_truncated_completions: leave completions that hit `max_new_tokens` out of the loss
+            (TRL's `mask_truncated_completions`).
+        sync_ref_model: move the reference towards the policy every `ref_model_sync_steps`
+            optimizer steps by `ref_model_mixup_alpha` (TR-DPO, arXiv 2404.09656; TRL's
+            `sync_ref_model`); needs beta ≠ 0. The reference is then saved in checkpoints.
+        ref_model_sync_steps: optimizer steps between two moves of the reference.
+        ref_model_mixup_alpha: α in [0, 1] of a move, reference ← (1 − α) reference + α policy.
+        dynamic_sampling: DAPO's dynamic sampling (arXiv 2503.14476): drop groups whose rewards
+            are all equal and roll out further prompts from the training data until the batch is
+            full again, for at most `max_sampling_rounds` rollouts per step. Needs a datamodule.
+        max_sampling_rounds: rollouts per training step at most under dynamic sampling.
+        max_grad_norm: gradient-norm clip, > 0 (TRL's `max_grad_norm`; paper: 0.1); None disables it.
+        max_nonfinite_updates: an update whose gradient is not finite is skipped and logged
+            (`train/skipped_updates`); after this many in a row the run stops cleanly, keeping
+            its checkpoints.
+    """
+
+    num_generations: int = 8
+    beta: float = 0.0
+    epsilon: float = 0.2
+    epsilon_high: float | None = None
+    num_iterations: int = 1
+    loss_type: LossType = "dapo"
+    importance_sampling_level: ImportanceSamplingLevel = "token"
+    delta: float | None = None
+    sapo_temperature_pos: float = 1.0
+    sapo_temperature_neg: float = 1.05
+    top_entropy_quantile: float = 1.0
+    scale_rewards: ScaleRewards = "group"
+    mask_truncated_completions: bool = False
+    sync_ref_model: bool = False
+    ref_model_sync_steps: int = 512
+    ref_model_mixup_alpha: float = 0.6
+    dynamic_sampling: bool = False
+    max_sampling_rounds: int = 3
+    max_grad_norm: float | None = 1.0
+    max_nonfinite_updates: int = 3
+
+    def __post_init__(self) -> None:
+        if self.num_generations < 2:
+            raise ValueError(f"model.grpo.num_generations={self.num_generations}: GRPO needs groups of at least 2.")
+        at_least("grpo", 1, {"num_iterations": self.num_iterations, "ref_model_sync_steps": self.ref_model_sync_steps,
+                              "max_sampling_rounds": self.max_sampling_rounds,
+                              "max_nonfinite_updates": self.max_nonfinite_updates})
+        if not 0 < self.top_entropy_quantile <= 1:
+            raise ValueError(f"model.grpo.top_entropy_quantile={self.top_entropy_quantile}: must be in (0, 1]; 1.0 trains "
+                             "on every step.")
+        if not 0 < self.epsilon < 1 or (self.epsilon_high is not None and not 0 < self.epsilon_high):
+            raise ValueError(f"model.grpo.epsilon={self.epsilon}, model.grpo.epsilon_high={self.epsilon_high}: the clip "
+                             "range needs 0 < epsilon < 1 and epsilon_high > 0 (TRL's defaults: 0.2 and epsilon).")
+        if not self.beta >= 0:
+            raise ValueError(f"model.grpo.beta={self.beta}: the KL weight must be >= 0 (0 loads no reference model).")
+        if not 0 <= self.ref_model_mixup_alpha <= 1:
+            raise ValueError(f"model.grpo.ref_model_mixup_alpha={self.ref_model_mixup_alpha}: must be in [0, 1].")
+        if self.sync_ref_model and self.beta == 0:
+            raise ValueError("model.grpo.sync_ref_model=true needs a reference model: set model.grpo.beta to a non-zero value.")
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            raise ValueError(f"model.grpo.max_grad_norm={self.max_grad_norm}: must be > 0; null disables gradient clipping.")
+        self._check_policy_term()
+
+    def _check_policy_term(self) -> None:
+        if self.delta is not None and (not self.delta > 1 or self.loss_type not in CLIPPED):
+            raise ValueError(f"model.grpo.delta={self.delta}: caps the ratio of the clipped loss types "
+                             f"({', '.join(CLIPPED)}) and must be > 1 (TRL suggests above 1 + epsilon_high); null disables it.")
+        if self.loss_type == "cispo" and (self.epsilon_high is None or self.epsilon_high < 1):
+            raise ValueError(f"model.grpo.loss_type=cispo caps the ratio itself at model.grpo.epsilon_high="
+                             f"{self.epsilon_high}: set it to at least 1 (ScaleRL recommends 5.0).")
+        if not (self.sapo_temperature_pos > 0 and self.sapo_temperature_neg > 0):
+            raise ValueError(f"model.grpo.sapo_temperature_pos={self.sapo_temperature_pos}, model.grpo.sapo_temperature_neg="
+                             f"{self.sapo_temperature_neg}: both must be > 0.")
+        if self.importance_sampling_level not in ("token", "sequence"):
+            raise ValueError(f"model.grpo.importance_sampling_level={self.importance_sampling_level!r}: choose token or sequence.")
+        sequence = self.importance_sampling_level == "sequence"
+        if sequence and self.loss_type in ("bnpo", "dr_grpo", "dapo", "cispo"):
+            warnings.warn(f"model.grpo.importance_sampling_level=sequence with loss_type={self.loss_type}: the loss sums "
+                          "per-step values, weighting each rollout by its length; GSPO's setup is loss_type=grpo.", stacklevel=3)
+        if self.loss_type == "luspo" and not sequence:
+            warnings.warn("model.grpo.loss_type=luspo is GSPO's loss scaled by length: its paper uses "
+                          "importance_sampling_level=sequence.", stacklevel=3)
+
+    @property
+    def policy_term(self) -> PolicyTerm:
+        """The policy term's settings (:mod:`motg_lightning.grpo.surrogates`)."""
+        return PolicyTerm(self.loss_type, self.importance_sampling_level, self.epsilon, self.clip_high, self.delta,
+                          self.sapo_temperature_pos, self.sapo_temperature_neg)
+
+    @property
+    def clip_high(self) -> float:
+        """The upper clipping bound: `epsilon_high`, or ε when it is unset."""
+        return self.epsilon if self.epsilon_high is None else self.epsilon_high
