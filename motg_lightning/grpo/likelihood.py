@@ -21,15 +21,23 @@ from ..rules.base import MixtureRule, MixtureStep
 from ..rollout.record import Rollout, recorded_log_likelihood
 
 
-def score_steps(rule: MixtureRule, logits: Tensor, step: MixtureStep, thinking: Tensor, embedding: nn.Module) -> Tensor:
-    """``[n, t]`` log-likelihood of recorded steps given their ``[n, t, V]`` logits."""
-    return recorded_log_likelihood(rule, rule.log_probs(logits), step, thinking, embedding)
+def score_steps(
+    rule: MixtureRule, logits: Tensor, step: MixtureStep, thinking: Tensor, embedding: nn.Module, with_entropy: bool = False,
+) -> Tensor:
+    """``[n, t]`` log-likelihood of recorded steps given their ``[n, t, V]`` logits; with
+    ``with_entropy``, ``[n, t, 2]``: it and the entropy of the tempered next-token distribution."""
+    log_probs = rule.log_probs(logits)
+    scores = recorded_log_likelihood(rule, log_probs, step, thinking, embedding)
+    if not with_entropy:
+        return scores
+    return torch.stack([scores, -(log_probs.exp() * log_probs).sum(-1)], dim=-1)
 
 
 def _score_chunk(
-    rule: MixtureRule, head: nn.Module, hidden: Tensor, step: MixtureStep, thinking: Tensor, embedding: nn.Module
+    rule: MixtureRule, head: nn.Module, hidden: Tensor, step: MixtureStep, thinking: Tensor, embedding: nn.Module,
+    with_entropy: bool,
 ) -> Tensor:
-    return score_steps(rule, head(hidden), step, thinking, embedding)
+    return score_steps(rule, head(hidden), step, thinking, embedding, with_entropy)
 
 
 #: the name under which a sharded (FSDP2) model carries :func:`trajectory_log_likelihood` as a
@@ -38,34 +46,38 @@ SHARDED_METHOD = "motg_trajectory_log_likelihood"
 
 
 def trajectory_log_likelihood(
-    model: PreTrainedModel, rule: MixtureRule, rollout: Rollout, chunk_size: int | None = None
+    model: PreTrainedModel, rule: MixtureRule, rollout: Rollout, chunk_size: int | None = None, with_entropy: bool = False,
 ) -> Tensor:
     """``[N, T]`` log-likelihood of every recorded step under ``model`` (differentiable).
 
     Args:
         chunk_size: steps per vocabulary projection; None projects all steps at once.
+        with_entropy: return ``[N, T, 2]``: the log-likelihood and the entropy of each step's
+            tempered next-token distribution (for an entropy bonus), both differentiable.
     """
     sharded = getattr(model, SHARDED_METHOD, None)
     if sharded is not None:
-        return sharded(rule, rollout, chunk_size)
-    return log_likelihood_of_steps(model, rule, rollout, chunk_size)
+        return sharded(rule, rollout, chunk_size, with_entropy)
+    return log_likelihood_of_steps(model, rule, rollout, chunk_size, with_entropy)
 
 
-def log_likelihood_of_steps(model: PreTrainedModel, rule: MixtureRule, rollout: Rollout, chunk_size: int | None) -> Tensor:
+def log_likelihood_of_steps(
+    model: PreTrainedModel, rule: MixtureRule, rollout: Rollout, chunk_size: int | None, with_entropy: bool = False,
+) -> Tensor:
     """:func:`trajectory_log_likelihood` itself, run where the model's parameters are whole."""
     steps = rollout.tokens.shape[1]
     embedding = model.get_input_embeddings()
     inputs = rollout.model_inputs(embedding, rule)
     record = rollout.step()
     if chunk_size is None:
-        return score_steps(rule, model(**inputs, logits_to_keep=steps).logits, record, rollout.thinking, embedding)
+        return score_steps(rule, model(**inputs, logits_to_keep=steps).logits, record, rollout.thinking, embedding, with_entropy)
 
     hidden = model.get_decoder()(**inputs).last_hidden_state[:, -steps:]
     head = model.get_output_embeddings()
     parts = []
     for start in range(0, steps, chunk_size):
         part = slice(start, start + chunk_size)
-        arguments = (rule, head, hidden[:, part], record.steps(part), rollout.thinking[:, part], embedding)
+        arguments = (rule, head, hidden[:, part], record.steps(part), rollout.thinking[:, part], embedding, with_entropy)
         if torch.is_grad_enabled():
             parts.append(checkpoint(_score_chunk, *arguments, use_reentrant=False))
         else:

@@ -25,28 +25,33 @@ class Normalisers:
             the number of processes, as gradients are averaged across them).
         sequences: rollouts of this process's batch.
         max_new_tokens: ``dr_grpo``'s per-sequence length.
+        bonus_steps: steps of this process's batch the entropy bonus acts on.
     """
 
     counted: Tensor
     batch_tokens: Tensor
     sequences: int
     max_new_tokens: int
+    bonus_steps: Tensor | int = 0
 
 
 @dataclass(frozen=True)
 class MicroBatchLoss:
-    """``loss``: the micro-batch's differentiable share of the batch loss; ``clip_fraction`` and
-    ``kl`` (None without a reference): its detached shares of the batch's token means."""
+    """``loss``: the micro-batch's differentiable share of the batch loss; ``clip_fraction``,
+    ``kl`` (None without a reference) and ``policy_entropy`` (None without an entropy bonus): its
+    detached shares of the batch's token means."""
 
     loss: Tensor
     clip_fraction: Tensor
     kl: Tensor | None
+    policy_entropy: Tensor | None = None
 
 
 def micro_batch_loss(
     log_likelihood: Tensor, old_log_likelihood: Tensor, reference_log_likelihood: Tensor | None, advantages: Tensor,
     loss_mask: Tensor, policy_mask: Tensor, normalisers: Normalisers, *,
     epsilon: float, epsilon_high: float, beta: float, loss_type: LossType, term: PolicyTerm | None = None,
+    entropy: Tensor | None = None, bonus_mask: Tensor | None = None, entropy_coef: float = 0.0,
 ) -> MicroBatchLoss:
     """The policy term on the policy's steps (``policy_mask``), plus ``beta`` × k3 KL to the
     reference on every counted step (``loss_mask``), aggregated as TRL's ``loss_type``.
@@ -54,6 +59,9 @@ def micro_batch_loss(
     All tensors are the micro-batch's rows: ``[n, T]`` step values and masks, ``[n]`` advantages.
     ``term`` gives the policy term's further settings (GSPO's sequence level, ``delta``, SAPO's
     temperatures; :mod:`motg_lightning.grpo.surrogates`); its loss type and ε are the arguments'.
+    With ``entropy_coef``, the loss is lowered by ``entropy_coef`` × the mean of ``entropy`` (the
+    policy's next-token entropy, differentiable) over the batch's ``bonus_mask`` steps: TRL's
+    entropy bonus, on the thinking steps.
     """
     term = replace(term or PolicyTerm(), loss_type=loss_type, epsilon=epsilon, epsilon_high=epsilon_high)
     per_step, clipped = policy_loss(log_likelihood, old_log_likelihood, advantages, loss_mask, term)
@@ -66,18 +74,25 @@ def micro_batch_loss(
         kl = token_mean(kl_per_step.detach(), loss_mask, normalisers.counted)
     n = normalisers
     loss = aggregate_loss(per_step, loss_mask, loss_type, n.batch_tokens, n.sequences, n.max_new_tokens)
-    return MicroBatchLoss(loss, token_mean(clipped.float(), loss_mask, normalisers.counted), kl)
+    bonus = None
+    if entropy is not None:  # measured even at a coefficient of 0: the adaptive form needs it
+        bonus = token_mean(entropy, bonus_mask, n.bonus_steps)
+        loss = loss - entropy_coef * bonus
+    return MicroBatchLoss(loss, token_mean(clipped.float(), loss_mask, n.counted), kl,
+                          bonus.detach() if bonus is not None else None)
 
 
 @dataclass(frozen=True)
 class UpdateTargets:
     """What the update fits, fixed once per step: ``[N]`` advantages, the ``[N, T]`` steps that
-    count (``loss_mask``) and those the policy term trains on (``policy_mask``), the normalisers."""
+    count (``loss_mask``), those the policy term trains on (``policy_mask``) and, of these, the
+    thinking steps an entropy bonus acts on (``bonus_mask``), the normalisers."""
 
     advantages: Tensor
     loss_mask: Tensor
     policy_mask: Tensor
     normalisers: Normalisers
+    bonus_mask: Tensor | None = None
 
 
 def update_targets(
@@ -99,8 +114,9 @@ def update_targets(
     batch_tokens = mean_over_ranks(counted.float()) if loss_type in ("dapo", "cispo") else counted
     batch_entropy = gather_rows(rollout.entropy[loss_mask].float()) if top_entropy_quantile < 1 else None
     policy_mask = high_entropy_mask(rollout.entropy, loss_mask, top_entropy_quantile, batch_entropy)
-    normalisers = Normalisers(counted, batch_tokens, loss_mask.shape[0], max_new_tokens)
-    return UpdateTargets(advantages, loss_mask, policy_mask, normalisers)
+    bonus_mask = policy_mask & rollout.thinking
+    normalisers = Normalisers(counted, batch_tokens, loss_mask.shape[0], max_new_tokens, bonus_mask.sum())
+    return UpdateTargets(advantages, loss_mask, policy_mask, normalisers, bonus_mask)
 
 
 @dataclass(frozen=True)
@@ -116,21 +132,28 @@ class FixedLikelihoods:
 class UpdateTotals:
     """Sums over an update's micro-batches and optimizer steps; :meth:`averages` for logging."""
 
-    def __init__(self, device: torch.device, with_kl: bool):
+    def __init__(self, device: torch.device, with_kl: bool, with_entropy_bonus: bool = False):
         zero = torch.zeros((), device=device)
-        self.sums = {"loss": zero, "clip_fraction": zero, "grad_norm": zero, **({"kl": zero} if with_kl else {})}
+        self.sums = {"loss": zero, "clip_fraction": zero, "grad_norm": zero, **({"kl": zero} if with_kl else {}),
+                     **({"policy_entropy": zero} if with_entropy_bonus else {})}
         self.skipped_updates, self.steps = zero, 0
+        self.step_entropy: Tensor | None = None  # the entropy bonus's mean over the last optimizer step's micro-batches
+        self._entropy_since_step: Tensor | None = None
 
     def add(self, part: MicroBatchLoss) -> None:
         self.sums["loss"] = self.sums["loss"] + part.loss.detach()
         self.sums["clip_fraction"] = self.sums["clip_fraction"] + part.clip_fraction
         if part.kl is not None:
             self.sums["kl"] = self.sums["kl"] + part.kl
+        if part.policy_entropy is not None:
+            self.sums["policy_entropy"] = self.sums["policy_entropy"] + part.policy_entropy
+            self._entropy_since_step = part.policy_entropy + (0 if self._entropy_since_step is None else self._entropy_since_step)
 
     def add_step(self, gradient_norm: Tensor, applied: bool) -> None:
         self.sums["grad_norm"] = self.sums["grad_norm"] + gradient_norm
         self.skipped_updates = self.skipped_updates + (0 if applied else 1)
         self.steps += 1
+        self.step_entropy, self._entropy_since_step = self._entropy_since_step, None
 
     def averages(self) -> dict[str, Tensor]:
         """Each sum over the optimizer steps' mean; skipped updates counted."""

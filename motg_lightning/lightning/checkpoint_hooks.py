@@ -17,7 +17,8 @@ from .resume_state import ResumeState
 
 class CheckpointHooks(L.LightningModule):
     """The module's ``on_save_checkpoint`` and ``on_load_checkpoint``. Expects ``policy``,
-    ``reference``, ``options``, ``training_random``, ``_refill`` and ``_restored`` of the module.
+    ``reference``, ``options``, ``training_random``, ``entropy_bonus``, ``_refill`` and ``_restored``
+    of the module.
 
     With adapters, a checkpoint's ``state_dict`` holds the adapter weights only; the frozen base
     comes from ``model_name_or_path`` again on loading. Under Lightning's own
@@ -32,12 +33,15 @@ class CheckpointHooks(L.LightningModule):
             training_rng=gather_objects(self.training_random.state_dict()), refill_prompts=refill,
             # the reference has moved away from the initial weights
             reference=self.reference.state_dict() if self.options.grpo.sync_ref_model else None,
+            entropy_bonus=self.entropy_bonus.state_dict() if self.options.grpo.use_adaptive_entropy else None,
         ).save(checkpoint)
         if is_adapted(self.policy) and not self._loads_every_entry():
             checkpoint["state_dict"] = trainable_entries(checkpoint["state_dict"], self)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._restored = ResumeState.load(checkpoint)
+        if self._restored.entropy_bonus is not None:
+            self.entropy_bonus.load_state_dict(self._restored.entropy_bonus)
         if self._restored.reference is not None:
             self.configure_model()
             self.reference.load_state_dict(self._restored.reference)

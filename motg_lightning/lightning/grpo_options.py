@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import warnings
 
+from ..grpo.entropy_bonus import EntropyBonus
 from ..grpo.loss import LossType, ScaleRewards
 from ..grpo.surrogates import CLIPPED, ImportanceSamplingLevel, PolicyTerm
 from .option_checks import at_least
@@ -37,6 +38,16 @@ class GRPOOptions:
             TRL's `delta`); clipped loss types only; None: no cap.
         sapo_temperature_pos: `sapo`'s gate temperature for positive advantages, > 0.
         sapo_temperature_neg: `sapo`'s gate temperature for the other advantages, > 0.
+        entropy_coef: weight c >= 0 of an entropy bonus −c·H on the loss, H the mean entropy of the
+            policy's next-token distribution over the thinking steps it trains on (TRL's
+            `entropy_coef`); 0 without `use_adaptive_entropy`: none.
+        use_adaptive_entropy: adapt c after each optimizer step (Skywork-OR1, arXiv 2505.22312;
+            TRL's name): applied only while the last measured H is at most `entropy_target`, raised
+            by `entropy_coef_delta` when it was, else lowered, within [`entropy_coef_min`, `entropy_coef_max`].
+        entropy_target: the adaptive form's target entropy, in nats.
+        entropy_coef_delta: the adaptive form's step of c, > 0.
+        entropy_coef_min: the adaptive form's lowest c, >= 0.
+        entropy_coef_max: the adaptive form's highest c, >= entropy_coef_min.
         top_entropy_quantile: train the policy term only on this fraction of highest-entropy steps
             (arXiv 2506.01939); entropy is the sampling distribution's at rollout time. 1.0 keeps all.
         scale_rewards: advantage scaling (TRL's `scale_rewards`): `group`, `batch` or `none`.
@@ -67,6 +78,12 @@ class GRPOOptions:
     delta: float | None = None
     sapo_temperature_pos: float = 1.0
     sapo_temperature_neg: float = 1.05
+    entropy_coef: float = 0.0
+    use_adaptive_entropy: bool = False
+    entropy_target: float = 0.2
+    entropy_coef_delta: float = 0.005
+    entropy_coef_min: float = 0.0
+    entropy_coef_max: float = 1.0
     top_entropy_quantile: float = 1.0
     scale_rewards: ScaleRewards = "group"
     mask_truncated_completions: bool = False
@@ -110,6 +127,10 @@ class GRPOOptions:
         if not (self.sapo_temperature_pos > 0 and self.sapo_temperature_neg > 0):
             raise ValueError(f"model.grpo.sapo_temperature_pos={self.sapo_temperature_pos}, model.grpo.sapo_temperature_neg="
                              f"{self.sapo_temperature_neg}: both must be > 0.")
+        if not (self.entropy_coef >= 0 and self.entropy_coef_delta > 0 and 0 <= self.entropy_coef_min <= self.entropy_coef_max):
+            raise ValueError(f"model.grpo.entropy_coef={self.entropy_coef}, entropy_coef_delta={self.entropy_coef_delta}, "
+                             f"entropy_coef_min={self.entropy_coef_min}, entropy_coef_max={self.entropy_coef_max}: need "
+                             "entropy_coef >= 0, entropy_coef_delta > 0 and 0 <= entropy_coef_min <= entropy_coef_max.")
         if self.importance_sampling_level not in ("token", "sequence"):
             raise ValueError(f"model.grpo.importance_sampling_level={self.importance_sampling_level!r}: choose token or sequence.")
         sequence = self.importance_sampling_level == "sequence"
@@ -119,6 +140,11 @@ class GRPOOptions:
         if self.loss_type == "luspo" and not sequence:
             warnings.warn("model.grpo.loss_type=luspo is GSPO's loss scaled by length: its paper uses "
                           "importance_sampling_level=sequence.", stacklevel=3)
+
+    def entropy_bonus(self) -> EntropyBonus:
+        """A new entropy bonus of these settings (its adaptive state starts afresh)."""
+        return EntropyBonus(self.entropy_coef, self.use_adaptive_entropy, self.entropy_target, self.entropy_coef_delta,
+                            self.entropy_coef_min, self.entropy_coef_max)
 
     @property
     def policy_term(self) -> PolicyTerm:

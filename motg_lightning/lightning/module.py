@@ -102,8 +102,9 @@ class MoTGRPOModule(StepLogging, HeldOutSteps, PredictSteps, CheckpointHooks):
         # the training step's own random stream (rollouts, dynamic sampling's further rollouts), apart from validation's
         self.training_random = TrainingRandomState(torch.initial_seed())
         grpo = self.options.grpo
-        self.optimizer_step = GuardedOptimizerStep(grpo.max_grad_norm, grpo.max_nonfinite_updates,
-                                                   clip=self._clip_gradients, after_step=self._after_optimizer_step)
+        self.optimizer_step = GuardedOptimizerStep(grpo.max_grad_norm, grpo.max_nonfinite_updates, after_step=self._after_optimizer_step,
+                                                   clip=partial(self.clip_gradients, gradient_clip_algorithm="norm"))
+        self.entropy_bonus = grpo.entropy_bonus()  # TRL's entropy_coef, fixed or adaptive
         self._refill: RefillPrompts | None = None  # extra prompts for dynamic sampling
         self._restored = ResumeState()  # from the checkpoint being resumed
 
@@ -241,7 +242,7 @@ class MoTGRPOModule(StepLogging, HeldOutSteps, PredictSteps, CheckpointHooks):
 
     def optimize(self, rollout: Rollout, targets: UpdateTargets, fixed: FixedLikelihoods) -> dict[str, Tensor]:
         """``num_iterations`` optimizer steps over micro-batches; the update's figures averaged over them."""
-        totals = UpdateTotals(self.device, with_kl=fixed.reference is not None)
+        totals = UpdateTotals(self.device, with_kl=fixed.reference is not None, with_entropy_bonus=self.entropy_bonus.enabled)
         optimizer, scheduler = self.optimizers(), self.lr_schedulers()
         for _ in range(self.options.grpo.num_iterations):
             for batch in self.micro_batches(rollout):
@@ -250,6 +251,7 @@ class MoTGRPOModule(StepLogging, HeldOutSteps, PredictSteps, CheckpointHooks):
                 totals.add(part)
             norm = gradient_norm(self.policy.parameters(), self.device)
             totals.add_step(norm, self.optimizer_step(optimizer, scheduler, norm))
+            self.entropy_bonus.observe(totals.step_entropy)
             if self.optimizer_step.should_stop:
                 self.trainer.should_stop = True
         return totals.averages()
@@ -261,27 +263,26 @@ class MoTGRPOModule(StepLogging, HeldOutSteps, PredictSteps, CheckpointHooks):
         return micro_batches(rollout.tokens.shape[0], size, busiest=lambda count: max_over_ranks(count, self.device))
 
     def micro_batch_loss(self, rollout: Rollout, targets: UpdateTargets, fixed: FixedLikelihoods, batch: MicroBatch) -> MicroBatchLoss:
-        grpo, rows = self.options.grpo, batch.rows
-        log_likelihood = self._log_likelihood(self.policy, rollout.select(rows))
+        grpo, rows, bonus = self.options.grpo, batch.rows, self.entropy_bonus
+        scores = self._log_likelihood(self.policy, rollout.select(rows), with_entropy=bonus.enabled)
+        log_likelihood, entropy = (scores[..., 0], scores[..., 1]) if bonus.enabled else (scores, None)
         old = fixed.old[rows] if fixed.old is not None else log_likelihood.detach()
         reference = fixed.reference[rows] if fixed.reference is not None else None
         return micro_batch_loss(
             log_likelihood, old, reference, targets.advantages[rows], batch.loss_mask(targets.loss_mask),
             targets.policy_mask[rows], targets.normalisers,
             epsilon=grpo.epsilon, epsilon_high=grpo.clip_high, beta=grpo.beta, loss_type=grpo.loss_type, term=grpo.policy_term,
+            entropy=entropy, bonus_mask=batch.loss_mask(targets.bonus_mask), entropy_coef=bonus.applied,
         )
 
-    def _log_likelihood(self, model: torch.nn.Module, rollout: Rollout) -> Tensor:
-        return trajectory_log_likelihood(model, self.mixture, rollout, self.options.memory.logit_chunk_size)
+    def _log_likelihood(self, model: torch.nn.Module, rollout: Rollout, with_entropy: bool = False) -> Tensor:
+        return trajectory_log_likelihood(model, self.mixture, rollout, self.options.memory.logit_chunk_size, with_entropy)
 
     @torch.no_grad()
     def _log_likelihood_without_grad(self, model: torch.nn.Module, rollout: Rollout) -> Tensor:
         batches = self.micro_batches(rollout)
         values = [self._log_likelihood(model, rollout.select(batch.rows)) for batch in batches]
         return torch.cat([value for value, batch in zip(values, batches) if batch.counted])
-
-    def _clip_gradients(self, optimizer: Any, max_norm: float) -> None:
-        self.clip_gradients(optimizer, gradient_clip_val=max_norm, gradient_clip_algorithm="norm")
 
     def _after_optimizer_step(self) -> None:
         grpo = self.options.grpo

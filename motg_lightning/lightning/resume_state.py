@@ -23,11 +23,14 @@ class ResumeState:
             (:class:`~motg_lightning.grpo.dynamic_sampling.RefillPrompts`).
         reference: the reference model's weights, once ``sync_ref_model`` has moved them away from
             the initial model's.
+        entropy_bonus: the adaptive entropy coefficient and the last measured entropy
+            (:class:`~motg_lightning.grpo.entropy_bonus.EntropyBonus`).
     """
 
     training_rng: list[dict[str, Any]] | None = None
     refill_prompts: dict[str, Any] | None = None
     reference: dict[str, Any] | None = None
+    entropy_bonus: dict[str, Any] | None = None
 
     def save(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CHECKPOINT_KEY] = {name: value for name, value in asdict(self).items() if value is not None}
