@@ -150,17 +150,22 @@ def _adapters_disabled(policy: nn.Module) -> Iterator[nn.Module]:
         yield policy
 
 
+def trainable_names(module: nn.Module) -> list[str]:
+    """The names of ``module``'s trainable parameters (with adapters: the adapters alone)."""
+    return [name for name, parameter in module.named_parameters() if parameter.requires_grad]
+
+
 def trainable_entries(state_dict: Mapping[str, Any], module: nn.Module) -> dict[str, Any]:
     """The entries of ``module``'s ``state_dict`` that belong to trainable parameters (with
     adapters: the adapters alone, not the frozen base)."""
-    trainable = {name for name, parameter in module.named_parameters() if parameter.requires_grad}
+    trainable = set(trainable_names(module))
     return {key: value for key, value in state_dict.items() if key in trainable}
 
 
 def check_adapter_entries(state_dict: Mapping[str, Any], module: nn.Module, where: str) -> None:
     """Refuse a checkpoint that lacks some trainable parameter of ``module`` (one saved without
     ``model.peft``, or with other target modules)."""
-    trainable = [name for name, parameter in module.named_parameters() if parameter.requires_grad]
+    trainable = trainable_names(module)
     missing = [name for name in trainable if name not in state_dict]
     if missing:
         raise ValueError(

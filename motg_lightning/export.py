@@ -25,19 +25,24 @@ import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import torch
 from transformers import AutoModelForCausalLM
 
 from .adapters import add_adapters, check_adapter_entries, lora_config
+from .lightning.sharded_checkpoint import DCP_INDEX, METADATA_FILE, is_sharded
 from .models import DType, load_causal_lm, load_tokenizer
 
 #: the prefix of the policy's entries in the LightningModule's state dict
 POLICY_PREFIX = "policy."
-DTYPES = ("float32", "bfloat16", "float16")
-_DCP_METADATA = ".metadata"  # torch.distributed.checkpoint's index file inside a sharded checkpoint folder
-_LIGHTNING_METADATA = "meta.pt"  # what Lightning saves next to the shards: hyperparameters, loop state
+DTYPES: tuple[str, ...] = get_args(DType)
+
+
+def check_dtype(dtype: str | None, owner: str) -> None:
+    """Refuse a ``dtype`` of the written weights that is not one of :data:`DTYPES` (None keeps the training dtype)."""
+    if dtype is not None and dtype not in DTYPES:
+        raise ValueError(f"{owner}={dtype!r}: one of {', '.join(DTYPES)}, or None to keep the training dtype.")
 
 
 def _missing(path: Path) -> FileNotFoundError:
@@ -62,7 +67,7 @@ def _read_distributed(path: Path) -> dict[str, Any]:
         single = Path(folder) / "checkpoint.pt"
         dcp_to_torch_save(path, single)
         checkpoint = torch.load(single, map_location="cpu", weights_only=False)
-    metadata = path / _LIGHTNING_METADATA
+    metadata = path / METADATA_FILE
     if metadata.is_file():
         checkpoint.update(torch.load(metadata, map_location="cpu", weights_only=False))
     return checkpoint
@@ -73,9 +78,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     ``state_dict``: a single ``.ckpt`` file, or the folder of shards FSDP2 saves."""
     path = Path(path)
     if path.is_dir():
-        if not (path / _DCP_METADATA).is_file():
+        if not is_sharded(path):
             raise ValueError(
-                f"checkpoint {str(path)!r} is a folder but not a sharded checkpoint (no {_DCP_METADATA} file); "
+                f"checkpoint {str(path)!r} is a folder but not a sharded checkpoint (no {DCP_INDEX} file); "
                 "give a .ckpt file or the folder of shards an FSDP2 run saved."
             )
         checkpoint = _read_distributed(path)
@@ -138,8 +143,7 @@ def export_trained(
     loaded from ``model_name_or_path`` again, the adapters put on it, then merged into its
     weights, or, with ``adapter_only``, saved alone. ``template`` (a model of the policy's
     architecture, without adapters) saves loading one when there are none."""
-    if dtype is not None and dtype not in DTYPES:
-        raise ValueError(f"dtype={dtype!r}: one of {', '.join(DTYPES)}, or None to keep the training dtype.")
+    check_dtype(dtype, "dtype")
     name, lora = hparams["model_name_or_path"], lora_config(hparams.get("peft"))
     if adapter_only and lora is None:
         raise ValueError("adapter_only: the policy was trained without model.peft, so it has no adapter to export alone; "

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ..rewards.scoring import RewardOutput
+from ..rewards.scoring import RewardOutput, task_of
 from ..rollout.record import Rollout, concatenate
 
 
@@ -37,7 +37,7 @@ class ScoredRollout:
     @property
     def tasks(self) -> list[str]:
         """The Reasoning-Gym task of each row (its entry's ``metadata.source_dataset``)."""
-        return [entry.get("metadata", {}).get("source_dataset", "questions") for entry in self.entries]
+        return [task_of(entry) for entry in self.entries]
 
     @property
     def outcomes(self) -> tuple[list[str], torch.Tensor]:

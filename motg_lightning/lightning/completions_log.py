@@ -49,7 +49,11 @@ class CompletionsLog:
         return cls(run_folder(trainer) / FILE_NAME)
 
     def append(self, rows: list[dict[str, Any]]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as file:
-            file.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-            file.flush()
+        write_jsonl(self.path, rows, mode="a")
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]], mode: str = "w") -> None:
+    """Write ``rows`` to ``path``, one JSON object per line (``mode`` ``a`` appends), creating its folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open(mode, encoding="utf-8") as file:
+        file.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from ..collectives import world_size
 from ..curriculum import CurriculumOptions
 from ..models import EMBEDDED_MODEL, load_tokenizer
+from ..rewards.scoring import task_of
 from ..tasks import import_task_modules, read_questions
 from .curriculum_data import CurriculumData
 from .resumable_loader import ResumableDataLoader
@@ -223,8 +224,7 @@ class ReasoningGymDataModule(CurriculumData, L.LightningDataModule):
 
     def build_item(self, tokenizer, entry: dict[str, Any]) -> dict[str, Any]:
         """A dataset item: the entry's prompt ids, the entry and its task."""
-        task = entry.get("metadata", {}).get("source_dataset", "questions")
-        return {"prompt_ids": self.build_prompt(tokenizer, entry["question"]), "entry": entry, "task": task}
+        return {"prompt_ids": self.build_prompt(tokenizer, entry["question"]), "entry": entry, "task": task_of(entry)}
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:

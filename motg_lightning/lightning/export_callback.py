@@ -19,18 +19,21 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 
-from ..export import DTYPES, export_trained, policy_weights
+from ..adapters import is_adapted
+from ..export import check_dtype, export_trained, policy_weights
 from ..models import DType
 
 
 def _full_state_dict(trainer: L.Trainer, module: L.LightningModule) -> dict[str, Any]:
-    """The module's whole state dict on rank 0 (empty on the others under a sharded strategy)."""
+    """The module's whole state dict on rank 0 (empty on the others under a sharded strategy);
+    with adapters, the frozen base is not gathered (the export loads it from its source)."""
     if not isinstance(trainer.strategy, (FSDPStrategy, ModelParallelStrategy)):
         return module.state_dict()
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     # a collective: every rank calls it; with cpu_offload only rank 0 receives the tensors
-    return get_model_state_dict(trainer.strategy.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=is_adapted(module.policy))
+    return get_model_state_dict(trainer.strategy.model, options=options)
 
 
 class ExportOnFitEnd(L.Callback):
@@ -43,8 +46,7 @@ class ExportOnFitEnd(L.Callback):
     """
 
     def __init__(self, dirpath: str | Path, dtype: DType | None = None, adapter_only: bool = False):
-        if dtype is not None and dtype not in DTYPES:
-            raise ValueError(f"ExportOnFitEnd dtype={dtype!r}: one of {', '.join(DTYPES)}, or null to keep the training dtype.")
+        check_dtype(dtype, "ExportOnFitEnd dtype")
         self.dirpath, self.dtype, self.adapter_only = Path(dirpath), dtype, adapter_only
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:

@@ -11,6 +11,7 @@ with TRL's option names).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -174,9 +175,10 @@ class MoTGRPOModule(StepLogging, HeldOutSteps, PredictSteps, CheckpointHooks):
             self.training_random.seed(torch.initial_seed() + self.global_rank)
 
     # ---------------------------------------------------------------------------------- rollout
-    def roll_out(self, batch: dict[str, Any], group_size: int, rule: MixtureRule | None = None) -> ScoredRollout:
+    def roll_out(self, batch: dict[str, Any], group_size: int, rule: MixtureRule | None = None,
+                 reward: Callable[[list[str], list[dict[str, Any]]], Any] | None = None) -> ScoredRollout:
         """Roll out each prompt of ``batch`` ``group_size`` times with ``rule`` (default: the
-        training rule) and score the completions."""
+        training rule) and score the completions with ``reward`` (default: the module's)."""
         ids = batch["prompt_ids"].repeat_interleave(group_size, dim=0)
         mask = batch["prompt_mask"].repeat_interleave(group_size, dim=0)
         entries = [entry for entry in batch["entries"] for _ in range(group_size)]
@@ -186,7 +188,7 @@ class MoTGRPOModule(StepLogging, HeldOutSteps, PredictSteps, CheckpointHooks):
             rollout = generate(self.policy, rule, ids, mask, self.settings, self.decoder, synced=world_size() > 1)
         seconds = time.perf_counter() - start
         completions = self.decode(rollout)
-        return ScoredRollout(rollout, completions, entries, self.reward(completions, entries), seconds)
+        return ScoredRollout(rollout, completions, entries, (reward or self.reward)(completions, entries), seconds)
 
     def decode(self, rollout: Rollout) -> list[str]:
         """Completion texts: the representative tokens of each sequence, special tokens dropped."""

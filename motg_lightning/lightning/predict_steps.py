@@ -57,12 +57,9 @@ class PredictSteps(L.LightningModule):
         Reasoning-Gym score of the answer, as training and ``validate`` score it; None when the
         entry has no ``answer`` and ``metadata.source_dataset``), ``completion_length`` and
         ``thinking_length`` (tokens)."""
-        samples, reward = self.options.evaluation.samples, self.reward
-        self.reward = ScorableOnly(reward)
-        try:
-            scored = self.roll_out(batch, samples, rule=evaluation_rule(self.options.evaluation.decoding, self.mixture))
-        finally:
-            self.reward = reward
+        samples = self.options.evaluation.samples
+        scored = self.roll_out(batch, samples, rule=evaluation_rule(self.options.evaluation.decoding, self.mixture),
+                               reward=ScorableOnly(self.reward))
         rollout = scored.rollout
         thinking = (rollout.thinking & rollout.completion_mask).cpu()
         thoughts = self.tokenizer.batch_decode([row[keep].tolist() for row, keep in zip(rollout.tokens.cpu(), thinking)],

@@ -5,7 +5,6 @@ one configured under ``trainer.callbacks`` (``init_args: {output: ...}``) replac
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ import lightning as L
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from ..collectives import gather_objects
+from .completions_log import write_jsonl
 
 FILE_NAME = "predictions.jsonl"
 
@@ -50,6 +50,4 @@ class PredictionsJsonl(BasePredictionWriter):
             unique = {(row["index"], row["sample"]): row for row in reversed(gathered)}  # the first of each pair
             ordered = sorted(unique.values(), key=lambda row: (row["index"], row["sample"]))
         self.path = Path(self.output) if self.output is not None else Path(trainer.default_root_dir) / FILE_NAME
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("w", encoding="utf-8") as file:
-            file.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in ordered)
+        write_jsonl(self.path, ordered)

@@ -17,9 +17,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..adapters import trainable_entries, trainable_names
+
 #: Lightning's file of everything but the weights and optimizer states, beside the shards
 METADATA_FILE = "meta.pt"
-_DCP_INDEX = ".metadata"
+DCP_INDEX = ".metadata"  # torch.distributed.checkpoint's index file in a folder of shards
 _MODEL_KEY = "state_dict"
 
 
@@ -29,7 +31,7 @@ def has_frozen_parameters(model: nn.Module) -> bool:
 
 
 def is_sharded(path: Path) -> bool:
-    return path.is_dir() and (path / _DCP_INDEX).is_file()
+    return path.is_dir() and (path / DCP_INDEX).is_file()
 
 
 def _trained_entries(model: nn.Module) -> dict[str, Any]:
@@ -37,8 +39,7 @@ def _trained_entries(model: nn.Module) -> dict[str, Any]:
     frozen tied output layer)."""
     from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
-    trainable = {name for name, parameter in model.named_parameters() if parameter.requires_grad}
-    return {key: value for key, value in get_model_state_dict(model).items() if key in trainable}
+    return trainable_entries(get_model_state_dict(model), model)
 
 
 def check_entries(path: Path, model: nn.Module) -> None:
@@ -48,7 +49,7 @@ def check_entries(path: Path, model: nn.Module) -> None:
 
     saved = {key.split(".", 1)[1] for key in FileSystemReader(path).read_metadata().state_dict_metadata
              if key.startswith(_MODEL_KEY + ".")}
-    missing = sorted(set(_trained_entries(model)) - saved)
+    missing = sorted(set(trainable_names(model)) - saved)
     if missing:
         raise ValueError(
             f"--ckpt_path={path}: the checkpoint has no weights for {len(missing)} of the module's trained parameters "
@@ -69,8 +70,7 @@ def load_adapted(path: Path, model: nn.Module, optimizers: list[torch.optim.Opti
         set_optimizer_state_dict,
     )
 
-    check_entries(path, model)
-    state = {_MODEL_KEY: _trained_entries(model)}
+    state = {_MODEL_KEY: _trained_entries(model)}  # the caller has checked the folder's entries (check_entries)
     load(state, checkpoint_id=path)
     set_model_state_dict(model, state[_MODEL_KEY], options=StateDictOptions(strict=False))
     for index, optimizer in enumerate(optimizers):

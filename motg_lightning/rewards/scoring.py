@@ -35,6 +35,12 @@ PAPER_WEIGHTS = {"correctness": 2.0, "format": 0.5, "length": 0.5, "xml_count": 
 DEFAULT_WEIGHTS = {"correctness": 1.0, "format": 0.2}
 
 
+def task_of(entry: dict[str, Any]) -> str:
+    """The task an entry came from (its ``metadata.source_dataset``); ``questions`` for a
+    question without one (a JSONL file of questions to predict)."""
+    return (entry.get("metadata") or {}).get("source_dataset", "questions")
+
+
 def final_answer(completion: str) -> str | None:
     """The text of the last ``<answer>…</answer>`` block (``reasoning_gym.utils.extract_answer``);
     when an unclosed ``<answer>`` came before it, the part after the innermost opening tag."""
