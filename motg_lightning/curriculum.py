@@ -114,9 +114,9 @@ class Curriculum:
         self.top = {name: max_level(curriculum) for name, curriculum in self.curricula.items()}  # see cap_levels
         self.windows: dict[str, deque[bool]] = {name: deque(maxlen=options.window) for name in names}
         for name, curriculum in self.curricula.items():
-            if options.start_level > max_level(curriculum):
+            if options.start_level > self.top[name]:
                 raise ValueError(f"data.curriculum.start_level={options.start_level}: {name} has levels 0 to "
-                                 f"{max_level(curriculum)}.")
+                                 f"{self.top[name]}.")
             curriculum.set_global_level(options.start_level)
 
     @property

@@ -200,9 +200,10 @@ def smollm2_135m_config(tokenizer: PreTrainedTokenizerBase) -> LlamaConfig:
 
 
 def qwen25_15b_config(tokenizer: PreTrainedTokenizerBase) -> Qwen2Config:
-    """The architecture of Qwen2.5-1.5B-Instruct (its published config.json)."""
+    """The architecture of Qwen2.5-1.5B-Instruct (its published config.json); ``tokenizer`` gives
+    the special ids, which the tokenizer padded to Qwen's vocabulary keeps."""
     return Qwen2Config(
-        vocab_size=len(tokenizer), hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+        vocab_size=BUILT_IN[PAPER_SCALE_MODEL], hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
         num_attention_heads=12, num_key_value_heads=2, max_position_embeddings=32768, rms_norm_eps=1e-6,
         tie_word_embeddings=True, rope_parameters={"rope_theta": 1000000.0, "rope_type": "default"},
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
@@ -218,8 +219,10 @@ _RANDOM_MODELS: dict[str, tuple] = {
 
 
 def random_model_config(name: str) -> PretrainedConfig:
-    """The config of the random model ``name`` (a key of :data:`BUILT_IN` other than the embedded one)."""
-    return _RANDOM_MODELS[name][0](load_tokenizer(name))
+    """The config of the random model ``name`` (a key of :data:`BUILT_IN` other than the embedded one).
+    The embedded tokenizer gives the special ids (a padded one only appends tokens after them, and
+    takes seconds to build), the builder the vocabulary size."""
+    return _RANDOM_MODELS[name][0](load_tokenizer(EMBEDDED_MODEL))
 
 
 def load_causal_lm(

@@ -73,7 +73,7 @@ def hidden_state_entropy(model: PreTrainedModel, rule: MixtureRule, rollout: Rol
     ``max_rows`` trajectories (embedding output first), from one forward over the recorded inputs;
     empty when no trajectory has two thinking steps. The forward runs in any case, so that
     processes whose forwards are collectives (sharded models) stay matched."""
-    rows = [row for row in range(rollout.tokens.shape[0]) if rollout.thinking[row].sum() >= 2][:max_rows]
+    rows = torch.nonzero(rollout.thinking.sum(-1) >= 2).flatten()[:max_rows].tolist()  # one host sync, not one per row
     part = rollout.select(torch.tensor(rows or [0], device=rollout.tokens.device))
     steps = part.tokens.shape[1]
     output = model(**part.model_inputs(model.get_input_embeddings(), rule), output_hidden_states=True)

@@ -58,8 +58,10 @@ def generate(
         logits = decoder.prefill(model, prompt_ids, prompt_mask, steps)
         extras = draw_shapes(rule, embedding, rows, logits.shape[-1])
         shape = (rows, steps, rule.support_size, settings.pad_id, device, extras)
-        record = StepRecord.kept(decoder.kept_record, *shape) if decoder.compiled else StepRecord.empty(*shape)
-        decoder.kept_record = record if decoder.compiled else None
+        if decoder.compiled:  # the compiled step writes into the same buffers every rollout
+            record = decoder.kept_record = StepRecord.kept(decoder.kept_record, *shape)
+        else:
+            record = StepRecord.empty(*shape)
         while used < steps:
             if decoder.compiled and logits.is_cuda:
                 torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs are no longer read

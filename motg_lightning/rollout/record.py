@@ -27,6 +27,10 @@ def recorded_log_likelihood(rule: MixtureRule, log_probs: Tensor, step: MixtureS
     return torch.where(mixing, mixed, token)
 
 
+#: the record's buffers that start filled with the pad id (the others with 0)
+_PAD_FILLED = ("tokens", "support")
+
+
 @dataclass
 class Rollout:
     """A batch of generated trajectories. ``N`` sequences, prompt length ``P``, ``T`` steps.
@@ -147,7 +151,7 @@ class StepRecord:
             return torch.zeros(rows, steps, *shape, dtype=dtype, device=device)
 
         return cls({
-            "tokens": zeros(dtype=torch.long).fill_(pad_id), "support": zeros(k, dtype=torch.long).fill_(pad_id),
+            "tokens": zeros(dtype=torch.long).fill_(pad_id), "support": zeros(k, dtype=torch.long).fill_(pad_id),  # _PAD_FILLED
             "weights": zeros(k), "thinking": zeros(dtype=torch.bool), "forced": zeros(dtype=torch.bool),
             "completion_mask": zeros(dtype=torch.bool), "log_likelihood": zeros(), "entropy": zeros(), "weight_entropy": zeros(),
         }, {name: zeros(*shape, dtype=dtype) for name, (shape, dtype) in (extras or {}).items()})
@@ -163,7 +167,7 @@ class StepRecord:
         fresh = cls.empty(rows, steps, k, pad_id, torch.device("meta"), extras)
         if previous is not None and previous._layout() == fresh._layout() and previous.buffers["tokens"].device == device:
             for name, value in previous._tensors().items():
-                value.fill_(pad_id if name in ("tokens", "support") else 0)
+                value.fill_(pad_id if name in _PAD_FILLED else 0)
             return previous
         record = cls.empty(rows, steps, k, pad_id, device, extras)
         for value in record._tensors().values():
