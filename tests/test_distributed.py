@@ -207,7 +207,11 @@ def test_padding_micro_batches_for_other_ranks_changes_nothing():
                   limit_val_batches=0, enable_model_summary=False).fit(module, data)
         return {name: value.detach().clone() for name, value in module.policy.named_parameters()}
 
+    L.seed_everything(0)
+    untrained = MoTGRPOModule(TINY_MODEL)
+    untrained.configure_model()
     plain = trained(MoTGRPOModule)
     padded = trained(PaddedForABusierRank)
+    assert any(not torch.equal(value, plain[name]) for name, value in untrained.policy.named_parameters()), "the update moved"
     for name, value in plain.items():
         torch.testing.assert_close(padded[name], value, msg=name)

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
+from motg_lightning.grpo.surrogates import PolicyTerm, policy_loss
 from motg_lightning.grpo.loss import (
     aggregate_loss,
-    clipped_surrogate,
     group_advantages,
     high_entropy_mask,
     k3_kl,
@@ -47,17 +47,18 @@ def test_zero_variance_groups():
 def test_surrogate_clips_on_hand_numbers():
     old = torch.zeros(1, 3)
     new = torch.log(torch.tensor([[1.5, 0.5, 1.1]]))
-    loss, clipped = clipped_surrogate(new, old, torch.tensor([1.0]), epsilon=0.2, epsilon_high=0.28)
+    every, term = torch.ones_like(new, dtype=torch.bool), PolicyTerm(epsilon=0.2, epsilon_high=0.28)
+    loss, clipped = policy_loss(new, old, torch.tensor([1.0]), every, term)
     torch.testing.assert_close(loss, -torch.tensor([[1.28, 0.5, 1.1]]))
     assert clipped.tolist() == [[True, False, False]]
-    loss, clipped = clipped_surrogate(new, old, torch.tensor([-1.0]), epsilon=0.2, epsilon_high=0.28)
+    loss, clipped = policy_loss(new, old, torch.tensor([-1.0]), every, term)
     torch.testing.assert_close(loss, torch.tensor([[1.5, 0.8, 1.1]]))
     assert clipped.tolist() == [[False, True, False]]
 
 
 def test_surrogate_gradient_at_ratio_one_is_minus_the_advantage():
     log_likelihood = torch.zeros(1, 2, requires_grad=True)
-    loss, _ = clipped_surrogate(log_likelihood, log_likelihood.detach(), torch.tensor([2.0]), 0.2, 0.2)
+    loss, _ = policy_loss(log_likelihood, log_likelihood.detach(), torch.tensor([2.0]), torch.ones(1, 2, dtype=torch.bool), PolicyTerm())
     loss.sum().backward()
     torch.testing.assert_close(log_likelihood.grad, torch.full((1, 2), -2.0))
 

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from motg_lightning.grpo.loss import aggregate_loss, clipped_surrogate, k3_kl, token_mean
+from motg_lightning.grpo.loss import aggregate_loss, k3_kl, token_mean
+from motg_lightning.grpo.surrogates import PolicyTerm, policy_loss
 from motg_lightning.grpo.objective import Normalisers, micro_batch_loss
 
 N, T = 6, 5
@@ -38,7 +39,7 @@ def test_the_loss_is_the_clipped_surrogate_on_policy_steps_plus_beta_kl_on_count
     normalisers = Normalisers(mask.sum(), mask.sum(), N, T)
     result = micro_batch_loss(log_likelihood, old, reference, advantages, mask, policy, normalisers,
                               epsilon=0.2, epsilon_high=0.2, beta=0.5, loss_type="bnpo")
-    surrogate, clipped = clipped_surrogate(log_likelihood, old, advantages, 0.2, 0.2)
+    surrogate, clipped = policy_loss(log_likelihood, old, advantages, mask, PolicyTerm(epsilon=0.2, epsilon_high=0.2))
     kl = k3_kl(log_likelihood, reference)
     expected = aggregate_loss(surrogate * policy + 0.5 * kl, mask, "bnpo", mask.sum(), N, T)
     torch.testing.assert_close(result.loss, expected)

@@ -8,8 +8,6 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from .surrogates import PolicyTerm, policy_loss
-
 ScaleRewards = Literal["group", "batch", "none"]
 LossType = Literal["grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo"]
 
@@ -42,20 +40,6 @@ def zero_variance_groups(rewards: Tensor, group_size: int) -> Tensor:
     """``[N / G]`` bool: groups whose rewards are all equal (they carry no GRPO signal)."""
     grouped = rewards.reshape(-1, group_size)
     return (grouped == grouped[:, :1]).all(-1)
-
-
-def clipped_surrogate(
-    log_likelihood: Tensor, old_log_likelihood: Tensor, advantages: Tensor, epsilon: float, epsilon_high: float
-) -> tuple[Tensor, Tensor]:
-    """Per-step PPO objective ``−min(ρA, clip(ρ, 1−ε, 1+ε_high) A)`` and where clipping acted
-    (:func:`motg_lightning.grpo.surrogates.policy_loss` at the token level, without ``delta``).
-
-    Args:
-        log_likelihood, old_log_likelihood: ``[N, T]`` step log-likelihoods ``ℓ`` and ``ℓ_old``.
-        advantages: ``[N]``, broadcast over steps.
-    """
-    term = PolicyTerm(epsilon=epsilon, epsilon_high=epsilon_high)
-    return policy_loss(log_likelihood, old_log_likelihood, advantages, torch.ones_like(log_likelihood, dtype=torch.bool), term)
 
 
 #: bounds of the k3 estimator's log-ratio and of its value (verl's ``low_var_kl``)
