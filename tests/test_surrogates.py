@@ -1,4 +1,4 @@
-"""The policy term's forms (GSPO's sequence level, CISPO, SAPO, LUSPO, two-sided clipping), each
+"""The policy term's forms (GSPO's sequence level, CISPO, SAPO, LUSPO, VESPO, two-sided clipping), each
 against values worked out by hand from TRL 1.16's definitions."""
 
 import math
@@ -64,6 +64,22 @@ def test_delta_caps_the_ratio_of_a_negative_advantage():
     assert without.item() == pytest.approx(3.0) and capped.item() == pytest.approx(2.0)
 
 
+def test_vespo_weighs_each_rollout_by_a_gamma_function_of_its_whole_importance_weight():
+    log_likelihood = torch.tensor([[0.3, 0.2, 5.0], [-0.1, -0.1, 5.0]], requires_grad=True)
+    advantages = torch.tensor([1.0, -1.0])
+    loss, clipped = policy_loss(log_likelihood, torch.zeros(2, 3), advantages, torch.cat([MASK, MASK]), PolicyTerm(loss_type="vespo"))
+    # log w = Σ of the counted log-ratios: 0.5 (A ≥ 0: k = 2, λ = 3) and −0.2 (A < 0: k = 3, λ = 2)
+    phi = torch.tensor([[math.exp(3 + 2 * 0.5 - 3 * math.exp(0.5))], [math.exp(2 + 3 * -0.2 - 2 * math.exp(-0.2))]])
+    torch.testing.assert_close(loss, -phi * advantages[:, None] * log_likelihood.detach())
+    loss.sum().backward()
+    torch.testing.assert_close(log_likelihood.grad, (-phi * advantages[:, None]).expand(2, 3), msg="φ is a constant weight")
+    assert not clipped.any()
+    on_policy = torch.tensor([[-1.0, -2.0]], requires_grad=True)
+    policy_loss(on_policy, on_policy.detach(), torch.tensor([2.0]), torch.ones(1, 2, dtype=torch.bool),
+                PolicyTerm(loss_type="vespo"))[0].sum().backward()
+    torch.testing.assert_close(on_policy.grad, torch.tensor([[-2.0, -2.0]]), msg="φ(1) = 1: the plain policy gradient")
+
+
 def test_new_loss_types_aggregate_as_trl_does():
     per_step = torch.tensor([[1.0, 2.0, 0.0], [4.0, 0.0, 0.0]])
     mask = torch.tensor([[True, True, False], [True, False, False]])
@@ -71,6 +87,7 @@ def test_new_loss_types_aggregate_as_trl_does():
     assert aggregate_loss(per_step, mask, "sapo", tokens, 2, 3).item() == pytest.approx((1.5 + 4.0) / 2)  # as grpo
     assert aggregate_loss(per_step, mask, "cispo", tokens, 2, 3).item() == pytest.approx(7.0 / 3)  # as dapo
     assert aggregate_loss(per_step, mask, "luspo", tokens, 2, 3).item() == pytest.approx((3.0 + 4.0) / 2)  # sums, averaged
+    assert aggregate_loss(per_step, mask, "vespo", tokens, 2, 3).item() == pytest.approx(7.0 / 3)  # as dapo
 
 
 def test_a_micro_batch_at_the_sequence_level_counts_the_clip_fraction_over_steps():
@@ -90,6 +107,7 @@ def test_a_micro_batch_at_the_sequence_level_counts_the_clip_fraction_over_steps
     ({"delta": 3.0, "loss_type": "sapo"}, r"^model.grpo.delta=3.0: caps the ratio of the clipped loss types"),
     ({"sapo_temperature_neg": 0.0}, r"^model.grpo.sapo_temperature_pos=1.0, model.grpo.sapo_temperature_neg=0.0: both must be > 0"),
     ({"importance_sampling_level": "rollout"}, r"^model.grpo.importance_sampling_level='rollout'"),
+    ({"vespo_lambda_neg": 0.0}, r"^model.grpo.vespo_k_pos=2.0, .*vespo_lambda_neg=0.0: need k >= 0 and λ > 0"),
 ])
 def test_impossible_settings_are_refused_naming_the_field(options, message):
     with pytest.raises(ValueError, match=message):
@@ -98,6 +116,8 @@ def test_impossible_settings_are_refused_naming_the_field(options, message):
 
 def test_the_options_give_the_policy_term():
     term = GRPOOptions(loss_type="luspo", importance_sampling_level="sequence", epsilon_high=0.28, delta=2.0).policy_term
-    assert term == PolicyTerm("luspo", "sequence", 0.2, 0.28, 2.0, 1.0, 1.05)
+    assert term == PolicyTerm("luspo", "sequence", 0.2, 0.28, 2.0, 1.0, 1.05, 2.0, 3.0, 3.0, 2.0)
     with pytest.warns(UserWarning, match="weighting each rollout by its length"):
         GRPOOptions(importance_sampling_level="sequence", loss_type="dapo")
+    with pytest.warns(UserWarning, match="sequence changes nothing"):
+        GRPOOptions(importance_sampling_level="sequence", loss_type="vespo")

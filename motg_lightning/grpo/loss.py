@@ -9,7 +9,9 @@ import torch
 from torch import Tensor, nn
 
 ScaleRewards = Literal["group", "batch", "none"]
-LossType = Literal["grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo"]
+LossType = Literal["grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo", "vespo"]
+#: the loss types whose token mean counts the steps of every process (gradients are averaged across them)
+GLOBAL_TOKEN_MEAN = ("dapo", "cispo", "vespo")
 
 
 def group_advantages(
@@ -75,9 +77,9 @@ def aggregate_loss(
     Args:
         per_step: ``[n, T]`` per-step loss of the micro-batch; ``mask`` which steps count.
         loss_type: TRL's aggregations. ``grpo`` and ``sapo``: mean over each sequence's steps,
-            then over sequences (DeepSeekMath); ``bnpo``, ``dapo`` and ``cispo``: mean over all
-            steps of the batch (DAPO, arXiv 2503.14476; ``dapo`` and ``cispo`` count the steps of
-            every process, see ``batch_tokens``); ``dr_grpo``: sum divided by sequences ×
+            then over sequences (DeepSeekMath); ``bnpo`` and :data:`GLOBAL_TOKEN_MEAN` (``dapo``,
+            ``cispo``, ``vespo``): mean over all steps of the batch (DAPO, arXiv 2503.14476; the
+            latter count the steps of every process, see ``batch_tokens``); ``dr_grpo``: sum divided by sequences ×
             ``max_new_tokens`` (Dr. GRPO, arXiv 2503.20783); ``luspo``: each sequence's sum, averaged
             over sequences (LUSPO, arXiv 2602.05261: GSPO's sequence loss scaled by its length).
         batch_tokens: steps of the whole batch that count (for ``dapo``, all processes' count
@@ -87,13 +89,13 @@ def aggregate_loss(
     masked = per_step * mask
     if loss_type in ("grpo", "sapo"):
         return (masked.sum(-1) / mask.sum(-1).clamp_min(1)).sum() / batch_sequences
-    if loss_type in ("bnpo", "dapo", "cispo"):
+    if loss_type == "bnpo" or loss_type in GLOBAL_TOKEN_MEAN:
         return masked.sum() / torch.as_tensor(batch_tokens, device=per_step.device).clamp_min(1)
     if loss_type == "dr_grpo":
         return masked.sum() / (batch_sequences * max_new_tokens)
     if loss_type == "luspo":
         return masked.sum() / batch_sequences
-    raise ValueError(f"loss_type={loss_type!r}: choose grpo, bnpo, dr_grpo, dapo, cispo, sapo or luspo.")
+    raise ValueError(f"loss_type={loss_type!r}: choose grpo, bnpo, dr_grpo, dapo, cispo, sapo, luspo or vespo.")
 
 
 def linear_quantile(values: Tensor, q: float) -> Tensor:

@@ -10,7 +10,7 @@ from torch import Tensor
 from ..collectives import gather_rows, mean_over_ranks
 from ..rollout.record import Rollout
 from .loss import (
-    LossType, ScaleRewards, aggregate_loss, group_advantages, high_entropy_mask, k3_kl, token_mean,
+    GLOBAL_TOKEN_MEAN, LossType, ScaleRewards, aggregate_loss, group_advantages, high_entropy_mask, k3_kl, token_mean,
 )
 from .surrogates import PolicyTerm, policy_loss
 
@@ -110,8 +110,7 @@ def update_targets(
     if mask_truncated_completions:
         loss_mask = loss_mask & ~rollout.truncated.unsqueeze(-1)
     counted = loss_mask.sum()
-    # dapo, cispo: every process's steps count, and gradients are averaged over processes
-    batch_tokens = mean_over_ranks(counted.float()) if loss_type in ("dapo", "cispo") else counted
+    batch_tokens = mean_over_ranks(counted.float()) if loss_type in GLOBAL_TOKEN_MEAN else counted
     batch_entropy = gather_rows(rollout.entropy[loss_mask].float()) if top_entropy_quantile < 1 else None
     policy_mask = high_entropy_mask(rollout.entropy, loss_mask, top_entropy_quantile, batch_entropy)
     bonus_mask = policy_mask & rollout.thinking

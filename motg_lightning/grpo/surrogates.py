@@ -13,6 +13,10 @@ steps (for a mixture step, the ratio of the rule's step likelihoods):
   step log-likelihood ``ℓ``, so no step loses its gradient (MiniMax-M1, arXiv 2506.13585).
 * ``sapo``: ``−σ(τ (ρ − 1)) · 4/τ · A``, a smooth gate in place of the hard clip, ``τ`` apart for
   positive and other advantages (Soft Adaptive Policy Optimization, arXiv 2511.20347).
+* ``vespo``: ``−sg(φ(w)) · A · ℓ`` with ``w`` the rollout's whole importance weight (the product
+  of its step ratios) and ``φ(w) = e^λ w^k e^{−λw}``, a Gamma-shaped weight with ``φ(1) = 1``
+  that fades both stale (``w ≪ 1``) and runaway (``w ≫ 1``) rollouts; ``k`` and ``λ`` apart for
+  non-negative and negative advantages (VESPO, arXiv 2602.10693). It is always sequence-level.
 
 How the per-step values are aggregated is :func:`motg_lightning.grpo.loss.aggregate_loss`'s.
 """
@@ -21,6 +25,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
+
+import math
 
 import torch
 from torch import Tensor
@@ -41,6 +47,8 @@ class PolicyTerm:
             is the cap of the ratio itself.
         delta: the cap of the unclipped ratio (two-sided clipping); None: none.
         sapo_temperature_pos, sapo_temperature_neg: `sapo`'s τ for positive and other advantages.
+        vespo_k_pos, vespo_lambda_pos, vespo_k_neg, vespo_lambda_neg: `vespo`'s ``k`` and ``λ``
+            for non-negative and negative advantages (TRL's defaults).
     """
 
     loss_type: str = "dapo"
@@ -50,6 +58,10 @@ class PolicyTerm:
     delta: float | None = None
     sapo_temperature_pos: float = 1.0
     sapo_temperature_neg: float = 1.05
+    vespo_k_pos: float = 2.0
+    vespo_lambda_pos: float = 3.0
+    vespo_k_neg: float = 3.0
+    vespo_lambda_neg: float = 2.0
 
 
 def importance_log_weights(log_likelihood: Tensor, old_log_likelihood: Tensor, mask: Tensor, level: ImportanceSamplingLevel) -> Tensor:
@@ -60,6 +72,23 @@ def importance_log_weights(log_likelihood: Tensor, old_log_likelihood: Tensor, m
     if level == "sequence":
         return ((log_ratio * mask).sum(-1) / mask.sum(-1).clamp_min(1)).unsqueeze(-1)
     raise ValueError(f"model.grpo.importance_sampling_level={level!r}: choose token or sequence.")
+
+
+#: VESPO's bounds of a step's log-ratio and of the rollout's log-weight (TRL's, as the paper's code)
+VESPO_STEP_LOG_RATIO_LIMIT, VESPO_LOG_WEIGHT_RANGE = 20.0, (math.log(1e-8), 20.0)
+
+
+@torch.no_grad()
+def gamma_weights(log_likelihood: Tensor, old_log_likelihood: Tensor, advantages: Tensor, mask: Tensor, term: PolicyTerm) -> Tensor:
+    """``[n, 1]`` VESPO's ``φ(w) = exp(λ + k log w − λ w)`` of each rollout's importance weight
+    ``log w = Σ_t (ℓ_t − ℓ_old,t)`` over its counted steps (step log-ratios within ±20, ``log w``
+    within [log 1e-8, 20]); ``k``, ``λ`` by the sign of ``[n, 1]`` advantages; without gradient."""
+    step_log_ratio = (log_likelihood - old_log_likelihood).clamp(-VESPO_STEP_LOG_RATIO_LIMIT, VESPO_STEP_LOG_RATIO_LIMIT)
+    log_weight = (step_log_ratio * mask).sum(-1, keepdim=True).clamp(*VESPO_LOG_WEIGHT_RANGE)
+    non_negative = advantages >= 0
+    k = torch.where(non_negative, term.vespo_k_pos, term.vespo_k_neg)
+    rate = torch.where(non_negative, term.vespo_lambda_pos, term.vespo_lambda_neg).clamp_min(1e-4)
+    return torch.exp(rate + k * log_weight - rate * log_weight.exp()).nan_to_num(nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def policy_loss(
@@ -73,6 +102,9 @@ def policy_loss(
         advantages: ``[n]``, broadcast over steps.
         mask: ``[n, T]`` the counted steps (the sequence-level mean is taken over them).
     """
+    if term.loss_type == "vespo":  # its own sequence-level weight, whatever the level
+        weight = gamma_weights(log_likelihood, old_log_likelihood, advantages.unsqueeze(-1), mask, term)
+        return -weight * advantages.unsqueeze(-1) * log_likelihood, torch.zeros_like(weight, dtype=torch.bool)
     ratio = torch.exp(importance_log_weights(log_likelihood, old_log_likelihood, mask, term.importance_sampling_level))
     advantages = advantages.unsqueeze(-1)
     if term.loss_type == "cispo":

@@ -31,13 +31,20 @@ class GRPOOptions:
             `bnpo`, `dr_grpo`, `dapo` (token mean over the batch, TRL's default) and `luspo` (LUSPO,
             arXiv 2602.05261) clip the ratio; `cispo` weighs each step's log-likelihood by the
             capped ratio (MiniMax-M1, arXiv 2506.13585); `sapo` gates it smoothly (SAPO, arXiv
-            2511.20347).
+            2511.20347); `vespo` weighs it by a Gamma-shaped function of the rollout's importance
+            weight (VESPO, arXiv 2602.10693).
         importance_sampling_level: `token` (one ratio per step) or `sequence` (one per rollout,
             the geometric mean of its step ratios: GSPO, arXiv 2507.18071; TRL's name).
         delta: cap of the unclipped ratio, > 1 (two-sided clipping, INTELLECT-2, arXiv 2505.07291;
             TRL's `delta`); clipped loss types only; None: no cap.
         sapo_temperature_pos: `sapo`'s gate temperature for positive advantages, > 0.
         sapo_temperature_neg: `sapo`'s gate temperature for the other advantages, > 0.
+        vespo_k_pos: `vespo`'s power k for non-negative advantages, >= 0: how fast rollouts whose
+            weight fell below 1 fade.
+        vespo_lambda_pos: `vespo`'s decay λ for non-negative advantages, > 0: how fast rollouts
+            whose weight grew above 1 fade.
+        vespo_k_neg: `vespo`'s k for negative advantages, >= 0.
+        vespo_lambda_neg: `vespo`'s λ for negative advantages, > 0.
         entropy_coef: weight c >= 0 of an entropy bonus −c·H on the loss, H the mean entropy of the
             policy's next-token distribution over the thinking steps it trains on (TRL's
             `entropy_coef`); 0 without `use_adaptive_entropy`: none.
@@ -78,6 +85,10 @@ class GRPOOptions:
     delta: float | None = None
     sapo_temperature_pos: float = 1.0
     sapo_temperature_neg: float = 1.05
+    vespo_k_pos: float = 2.0
+    vespo_lambda_pos: float = 3.0
+    vespo_k_neg: float = 3.0
+    vespo_lambda_neg: float = 2.0
     entropy_coef: float = 0.0
     use_adaptive_entropy: bool = False
     entropy_target: float = 0.2
@@ -127,6 +138,9 @@ class GRPOOptions:
         if not (self.sapo_temperature_pos > 0 and self.sapo_temperature_neg > 0):
             raise ValueError(f"model.grpo.sapo_temperature_pos={self.sapo_temperature_pos}, model.grpo.sapo_temperature_neg="
                              f"{self.sapo_temperature_neg}: both must be > 0.")
+        if not (self.vespo_k_pos >= 0 and self.vespo_k_neg >= 0 and self.vespo_lambda_pos > 0 and self.vespo_lambda_neg > 0):
+            raise ValueError(f"model.grpo.vespo_k_pos={self.vespo_k_pos}, vespo_k_neg={self.vespo_k_neg}, vespo_lambda_pos="
+                             f"{self.vespo_lambda_pos}, vespo_lambda_neg={self.vespo_lambda_neg}: need k >= 0 and λ > 0.")
         if not (self.entropy_coef >= 0 and self.entropy_coef_delta > 0 and 0 <= self.entropy_coef_min <= self.entropy_coef_max):
             raise ValueError(f"model.grpo.entropy_coef={self.entropy_coef}, entropy_coef_delta={self.entropy_coef_delta}, "
                              f"entropy_coef_min={self.entropy_coef_min}, entropy_coef_max={self.entropy_coef_max}: need "
@@ -137,6 +151,9 @@ class GRPOOptions:
         if sequence and self.loss_type in ("bnpo", "dr_grpo", "dapo", "cispo"):
             warnings.warn(f"model.grpo.importance_sampling_level=sequence with loss_type={self.loss_type}: the loss sums "
                           "per-step values, weighting each rollout by its length; GSPO's setup is loss_type=grpo.", stacklevel=3)
+        if self.loss_type == "vespo" and sequence:
+            warnings.warn("model.grpo.loss_type=vespo weighs each rollout by its own sequence-level weight: "
+                          "importance_sampling_level=sequence changes nothing; leave it at token.", stacklevel=3)
         if self.loss_type == "luspo" and not sequence:
             warnings.warn("model.grpo.loss_type=luspo is GSPO's loss scaled by length: its paper uses "
                           "importance_sampling_level=sequence.", stacklevel=3)
@@ -150,7 +167,8 @@ class GRPOOptions:
     def policy_term(self) -> PolicyTerm:
         """The policy term's settings (:mod:`motg_lightning.grpo.surrogates`)."""
         return PolicyTerm(self.loss_type, self.importance_sampling_level, self.epsilon, self.clip_high, self.delta,
-                          self.sapo_temperature_pos, self.sapo_temperature_neg)
+                          self.sapo_temperature_pos, self.sapo_temperature_neg, self.vespo_k_pos, self.vespo_lambda_pos,
+                          self.vespo_k_neg, self.vespo_lambda_neg)
 
     @property
     def clip_high(self) -> float:
