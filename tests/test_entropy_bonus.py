@@ -10,6 +10,7 @@ from test_module import datamodule, trainer
 from motg_lightning.grpo.entropy_bonus import EntropyBonus
 from motg_lightning.grpo.likelihood import trajectory_log_likelihood
 from motg_lightning.grpo.objective import Normalisers, micro_batch_loss
+from motg_lightning.grpo.surrogates import PolicyTerm
 from motg_lightning.lightning.module import MoTGRPOModule
 from motg_lightning.lightning.options import GRPOOptions, RolloutOptions
 from motg_lightning.models import TINY_MODEL
@@ -33,7 +34,7 @@ def test_the_bonus_lowers_the_loss_by_the_coefficient_times_the_mean_thinking_en
     thinking = torch.tensor([[True, True, False], [True, False, False]])
     entropy = torch.tensor([[1.0, 2.0, 9.0], [3.0, 9.0, 9.0]], requires_grad=True)
     normalisers = Normalisers(counted=mask.sum(), batch_tokens=mask.sum(), sequences=2, max_new_tokens=3, bonus_steps=thinking.sum())
-    options = dict(epsilon=0.2, epsilon_high=0.2, beta=0.0, loss_type="dapo")
+    options = dict(term=PolicyTerm(loss_type="dapo"))
     zeros, advantages = torch.zeros(2, 3), torch.tensor([1.0, -1.0])
     plain = micro_batch_loss(zeros, zeros, None, advantages, mask, mask, normalisers, **options)
     part = micro_batch_loss(zeros, zeros, None, advantages, mask, mask, normalisers, **options,

@@ -25,7 +25,7 @@ def batch(seed=0):
 def test_micro_batches_add_up_to_the_batch_loss(loss_type):
     log_likelihood, old, reference, advantages, mask, policy = batch()
     normalisers = Normalisers(mask.sum(), mask.sum(), N, T)
-    options = dict(epsilon=0.2, epsilon_high=0.28, beta=0.04, loss_type=loss_type)
+    options = dict(term=PolicyTerm(loss_type=loss_type, epsilon=0.2, epsilon_high=0.28), beta=0.04)
     whole = micro_batch_loss(log_likelihood, old, reference, advantages, mask, policy, normalisers, **options)
     parts = [micro_batch_loss(log_likelihood[rows], old[rows], reference[rows], advantages[rows], mask[rows], policy[rows],
                               normalisers, **options) for rows in (slice(0, 4), slice(4, 6))]
@@ -38,7 +38,7 @@ def test_the_loss_is_the_clipped_surrogate_on_policy_steps_plus_beta_kl_on_count
     log_likelihood, old, reference, advantages, mask, policy = batch(1)
     normalisers = Normalisers(mask.sum(), mask.sum(), N, T)
     result = micro_batch_loss(log_likelihood, old, reference, advantages, mask, policy, normalisers,
-                              epsilon=0.2, epsilon_high=0.2, beta=0.5, loss_type="bnpo")
+                              term=PolicyTerm(loss_type="bnpo"), beta=0.5)
     surrogate, clipped = policy_loss(log_likelihood, old, advantages, mask, PolicyTerm(epsilon=0.2, epsilon_high=0.2))
     kl = k3_kl(log_likelihood, reference)
     expected = aggregate_loss(surrogate * policy + 0.5 * kl, mask, "bnpo", mask.sum(), N, T)
@@ -51,7 +51,23 @@ def test_without_a_reference_there_is_no_kl_and_the_gradient_flows_to_the_policy
     log_likelihood, old, _, advantages, mask, policy = batch(2)
     log_likelihood.requires_grad_(True)
     result = micro_batch_loss(log_likelihood, old, None, advantages, mask, policy, Normalisers(mask.sum(), mask.sum(), N, T),
-                              epsilon=0.2, epsilon_high=0.2, beta=0.0, loss_type="dapo")
+                              term=PolicyTerm(loss_type="dapo"))
     assert result.kl is None and not result.clip_fraction.requires_grad
     result.loss.backward()
     assert log_likelihood.grad[~policy].eq(0).all() and log_likelihood.grad[policy].ne(0).any()
+
+
+def test_the_bias_corrected_kl_weighs_each_step_by_its_ratio_with_its_gradient():
+    """TRL's ``use_bias_correction_kl``: on-policy the value is the plain KL's, and the gradient of
+    β·ρ·kl per step is β(kl + ∂kl/∂ℓ) = β(kl + 1 − e^(ℓ_ref − ℓ)), over the n counted steps."""
+    log_likelihood = torch.tensor([[-1.0, -2.0, -0.5]], requires_grad=True)
+    reference = torch.tensor([[-1.5, -1.0, -0.5]])
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    normalisers = Normalisers(mask.sum(), mask.sum(), 1, 3)
+    results = [micro_batch_loss(log_likelihood, log_likelihood.detach(), reference, torch.zeros(1), mask, mask, normalisers,
+                                term=PolicyTerm(loss_type="dapo"), beta=0.5, use_bias_correction_kl=corrected)
+               for corrected in (False, True)]
+    torch.testing.assert_close(results[0].loss, results[1].loss)
+    results[1].loss.backward()
+    kl = k3_kl(log_likelihood.detach(), reference)
+    torch.testing.assert_close(log_likelihood.grad, 0.5 * (kl + 1 - torch.exp(reference - log_likelihood.detach())) / 3)

@@ -186,8 +186,9 @@ def test_concatenated_rollouts_keep_every_row_and_its_likelihood(tiny_model, tok
     torch.testing.assert_close(recomputed[both.completion_mask], expected, atol=1e-4, rtol=1e-4)
 
 
-def test_filters_shape_sampling_but_not_the_recorded_likelihood(tiny_model, prompts, make_settings):
-    """A top-p filter this tight leaves only the mode; its log-probability stays unfiltered."""
+def test_filters_shape_sampling_and_the_recorded_likelihood(tiny_model, prompts, make_settings):
+    """A top-p filter this tight leaves only the mode: drawn with probability 1, it is recorded
+    with log-likelihood 0, though the whole distribution gives it less."""
     import dataclasses
 
     ids, mask = prompts
@@ -197,8 +198,8 @@ def test_filters_shape_sampling_but_not_the_recorded_likelihood(tiny_model, prom
     with torch.no_grad():
         first = Sampled().log_probs(tiny_model(input_ids=ids, attention_mask=mask, position_ids=prompt_positions(mask)).logits[:, -1])
     assert torch.equal(rollout.tokens[:, 0], first.argmax(-1))
-    torch.testing.assert_close(rollout.log_likelihood[:, 0], first.max(-1).values, atol=1e-5, rtol=1e-5)
-    assert (rollout.log_likelihood[:, 0] < 0).all()
+    torch.testing.assert_close(rollout.log_likelihood[:, 0], torch.zeros(len(ids)), atol=1e-5, rtol=1e-5)
+    assert (first.max(-1).values < -1e-3).all()
 
 
 def test_rule_draws_are_zero_on_steps_that_did_not_mix(tiny_model, prompts, make_settings):

@@ -118,19 +118,28 @@ RULES_BY_LIKELIHOOD = [(case, likelihood) for case in CASES for likelihood in _r
 @pytest.mark.parametrize("filters", FILTERS.values(), ids=FILTERS.keys())
 @pytest.mark.parametrize(("case", "likelihood"), RULES_BY_LIKELIHOOD, ids=_id)
 def test_filtered_sampling_mixes_only_kept_tokens_and_scores_finitely(case, likelihood, filters):
-    from motg_lightning.rules.filters import filter_log_probs
+    from motg_lightning.rules.filters import SamplingFilter, recorded_ids
 
     rule = _rule(case, likelihood)
     torch.manual_seed(0)
     logits = torch.randn(64, VOCAB, requires_grad=True)
-    sampling = filter_log_probs(rule.log_probs(logits).detach(), **filters)
+    sampling = SamplingFilter(**filters).apply(rule.log_probs(logits).detach())
     step = rule.choose(sampling, EMBEDDING)
     removed = ~torch.isfinite(sampling.gather(-1, step.support))
     assert (step.weights[removed] == 0).all(), "a token the filter removed was mixed in"
     torch.testing.assert_close(step.weights.sum(-1), torch.ones(64))
-    value = rule.step_log_likelihood(rule.log_probs(logits), step, EMBEDDING)
-    value.sum().backward()
-    assert torch.isfinite(value).all() and torch.isfinite(logits.grad).all()
+    values = []
+    for scored in (rule.log_probs(logits), SamplingFilter(**filters).apply(rule.log_probs(logits), recorded_ids(step))):
+        values.append(rule.step_log_likelihood(scored, step, EMBEDDING))
+        logits.grad = None
+        values[-1].sum().backward()
+        assert torch.isfinite(values[-1]).all() and torch.isfinite(logits.grad).all()
+    unfiltered, filtered = (value.detach() for value in values)
+    # loss_distribution=filtered: at θ = θ_old the step scores as under the distribution it was drawn from
+    torch.testing.assert_close(filtered, rule.step_log_likelihood(sampling, step, EMBEDDING), atol=1e-5, rtol=1e-5)
+    assert (unfiltered <= filtered + 1e-5).all(), "the whole distribution gives a drawn step no more than the filtered one"
+    if likelihood != "density":  # a density of the draws given the kept slots is the same either way
+        assert (unfiltered < filtered - 1e-3).any(), "the filters removed mass: the unfiltered score is biased"
 
 
 ROLLOUT_FILTERS = {name: FILTERS[name] for name in ("top_p=0.5", "min_p=0.1")}
@@ -139,12 +148,17 @@ ROLLOUT_FILTERS = {name: FILTERS[name] for name in ("top_p=0.5", "min_p=0.1")}
 @pytest.mark.parametrize("filters", ROLLOUT_FILTERS.values(), ids=ROLLOUT_FILTERS.keys())
 @pytest.mark.parametrize("case", CASES, ids=_id)
 def test_filtered_rollouts_score_as_they_were_generated_with_finite_gradients(tiny_model, prompts, make_settings, case, filters):
-    """Through the real rollout and loss: the recomputed likelihood equals the one recorded while
-    generating (so the ratio is 1 at θ = θ_old), and every gradient is finite."""
+    """Through the real rollout and loss: scored under the filtered distribution
+    (``loss_distribution: filtered``), the likelihood equals the one recorded while generating,
+    the distribution the steps were drawn from, so the ratio to it is 1 at θ = θ_old; scored
+    unfiltered (the default, as TRL) it is no higher (the bias of TRL's issue 6789; at this
+    temperature the kept tokens hold nearly all the mass, the test above shows the gap). Every
+    gradient is finite either way."""
     from dataclasses import replace
 
     from motg_lightning.grpo.likelihood import trajectory_log_likelihood
     from motg_lightning.rollout.generate import generate
+    from motg_lightning.rules.filters import SamplingFilter
 
     rule = _rule(case)
     rule.temperature = 0.02  # the tiny random model is nearly uniform: sharpen it so the filters cut the top k
@@ -153,9 +167,14 @@ def test_filtered_rollouts_score_as_they_were_generated_with_finite_gradients(ti
     settings = replace(make_settings(max_new_tokens=8, thinking_budget=4), **filters)
     rollout = generate(tiny_model, rule, ids, mask, settings)
     assert rollout.thinking.any() and torch.isfinite(rollout.log_likelihood).all()
+    counted = rollout.loss_mask
+    recorded = rollout.log_likelihood[counted]
+    for scoring in (SamplingFilter(**filters), None):
+        tiny_model.zero_grad()
+        recomputed = trajectory_log_likelihood(tiny_model, rule, rollout, chunk_size=4, scoring=scoring)
+        recomputed[counted].sum().backward()
+        assert all(torch.isfinite(p.grad).all() for p in tiny_model.parameters() if p.grad is not None)
+        if scoring is not None:
+            torch.testing.assert_close(recomputed[counted], recorded, atol=1e-4, rtol=1e-4)
     tiny_model.zero_grad()
-    recomputed = trajectory_log_likelihood(tiny_model, rule, rollout, chunk_size=4)
-    torch.testing.assert_close(recomputed[rollout.loss_mask], rollout.log_likelihood[rollout.loss_mask], atol=1e-4, rtol=1e-4)
-    recomputed[rollout.loss_mask].sum().backward()
-    assert all(torch.isfinite(p.grad).all() for p in tiny_model.parameters() if p.grad is not None)
-    tiny_model.zero_grad()
+    assert (recomputed[counted] <= recorded + 1e-4).all(), "the whole distribution gives a drawn step no more than the filtered one"

@@ -95,8 +95,7 @@ def test_a_micro_batch_at_the_sequence_level_counts_the_clip_fraction_over_steps
     mask = torch.tensor([[True, True, False], [True, True, True]])
     normalisers = Normalisers(counted=mask.sum(), batch_tokens=mask.sum(), sequences=2, max_new_tokens=3)
     part = micro_batch_loss(log_likelihood, torch.zeros(2, 3), None, torch.tensor([1.0, 1.0]), mask, mask, normalisers,
-                            epsilon=0.2, epsilon_high=0.2, beta=0.0, loss_type="grpo",
-                            term=PolicyTerm(importance_sampling_level="sequence"))
+                            term=PolicyTerm(loss_type="grpo", importance_sampling_level="sequence"))
     assert part.clip_fraction.item() == pytest.approx(2 / 5), "the first rollout's 2 counted steps were clipped"
     assert part.loss.item() == pytest.approx((-1.2 - 1.0) / 2)
 

@@ -18,16 +18,21 @@ from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel
 
 from ..rules.base import MixtureRule, MixtureStep
+from ..rules.filters import SamplingFilter, recorded_ids
 from ..rollout.record import Rollout, recorded_log_likelihood
 
 
 def score_steps(
     rule: MixtureRule, logits: Tensor, step: MixtureStep, thinking: Tensor, embedding: nn.Module, with_entropy: bool = False,
+    scoring: SamplingFilter | None = None,
 ) -> Tensor:
     """``[n, t]`` log-likelihood of recorded steps given their ``[n, t, V]`` logits; with
-    ``with_entropy``, ``[n, t, 2]``: it and the entropy of the tempered next-token distribution."""
+    ``with_entropy``, ``[n, t, 2]``: it and the entropy of the tempered next-token distribution.
+    ``scoring``: score under the distribution these filters leave, the recorded ids kept
+    (``model.grpo.loss_distribution: filtered``); None: the whole tempered distribution."""
     log_probs = rule.log_probs(logits)
-    scores = recorded_log_likelihood(rule, log_probs, step, thinking, embedding)
+    scored = log_probs if scoring is None else scoring.apply(log_probs, recorded_ids(step))
+    scores = recorded_log_likelihood(rule, scored, step, thinking, embedding)
     if not with_entropy:
         return scores
     return torch.stack([scores, -(log_probs.exp() * log_probs).sum(-1)], dim=-1)
@@ -35,9 +40,9 @@ def score_steps(
 
 def _score_chunk(
     rule: MixtureRule, head: nn.Module, hidden: Tensor, step: MixtureStep, thinking: Tensor, embedding: nn.Module,
-    with_entropy: bool,
+    with_entropy: bool, scoring: SamplingFilter | None,
 ) -> Tensor:
-    return score_steps(rule, head(hidden), step, thinking, embedding, with_entropy)
+    return score_steps(rule, head(hidden), step, thinking, embedding, with_entropy, scoring)
 
 
 #: the name under which a sharded (FSDP2) model carries :func:`trajectory_log_likelihood` as a
@@ -47,6 +52,7 @@ SHARDED_METHOD = "motg_trajectory_log_likelihood"
 
 def trajectory_log_likelihood(
     model: PreTrainedModel, rule: MixtureRule, rollout: Rollout, chunk_size: int | None = None, with_entropy: bool = False,
+    scoring: SamplingFilter | None = None,
 ) -> Tensor:
     """``[N, T]`` log-likelihood of every recorded step under ``model`` (differentiable).
 
@@ -54,15 +60,17 @@ def trajectory_log_likelihood(
         chunk_size: steps per vocabulary projection; None projects all steps at once.
         with_entropy: return ``[N, T, 2]``: the log-likelihood and the entropy of each step's
             tempered next-token distribution (for an entropy bonus), both differentiable.
+        scoring: the filters the steps are scored under (:func:`score_steps`); None: none.
     """
     sharded = getattr(model, SHARDED_METHOD, None)
     if sharded is not None:
-        return sharded(rule, rollout, chunk_size, with_entropy)
-    return log_likelihood_of_steps(model, rule, rollout, chunk_size, with_entropy)
+        return sharded(rule, rollout, chunk_size, with_entropy, scoring)
+    return log_likelihood_of_steps(model, rule, rollout, chunk_size, with_entropy, scoring)
 
 
 def log_likelihood_of_steps(
     model: PreTrainedModel, rule: MixtureRule, rollout: Rollout, chunk_size: int | None, with_entropy: bool = False,
+    scoring: SamplingFilter | None = None,
 ) -> Tensor:
     """:func:`trajectory_log_likelihood` itself, run where the model's parameters are whole."""
     steps = rollout.tokens.shape[1]
@@ -70,14 +78,15 @@ def log_likelihood_of_steps(
     inputs = rollout.model_inputs(embedding, rule)
     record = rollout.step()
     if chunk_size is None:
-        return score_steps(rule, model(**inputs, logits_to_keep=steps).logits, record, rollout.thinking, embedding, with_entropy)
+        logits = model(**inputs, logits_to_keep=steps).logits
+        return score_steps(rule, logits, record, rollout.thinking, embedding, with_entropy, scoring)
 
     hidden = model.get_decoder()(**inputs).last_hidden_state[:, -steps:]
     head = model.get_output_embeddings()
     parts = []
     for start in range(0, steps, chunk_size):
         part = slice(start, start + chunk_size)
-        arguments = (rule, head, hidden[:, part], record.steps(part), rollout.thinking[:, part], embedding, with_entropy)
+        arguments = (rule, head, hidden[:, part], record.steps(part), rollout.thinking[:, part], embedding, with_entropy, scoring)
         if torch.is_grad_enabled():
             parts.append(checkpoint(_score_chunk, *arguments, use_reentrant=False))
         else:

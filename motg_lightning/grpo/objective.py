@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -10,9 +10,10 @@ from torch import Tensor
 from ..collectives import gather_rows, mean_over_ranks
 from ..rollout.record import Rollout
 from .loss import (
-    GLOBAL_TOKEN_MEAN, LossType, ScaleRewards, aggregate_loss, group_advantages, high_entropy_mask, k3_kl, token_mean,
+    GLOBAL_TOKEN_MEAN, KL_LOG_RATIO_LIMIT, LossType, ScaleRewards, aggregate_loss, group_advantages, high_entropy_mask,
+    k3_kl, token_mean,
 )
-from .surrogates import PolicyTerm, policy_loss
+from .surrogates import PolicyTerm, importance_log_weights, policy_loss
 
 
 @dataclass(frozen=True)
@@ -49,31 +50,36 @@ class MicroBatchLoss:
 
 def micro_batch_loss(
     log_likelihood: Tensor, old_log_likelihood: Tensor, reference_log_likelihood: Tensor | None, advantages: Tensor,
-    loss_mask: Tensor, policy_mask: Tensor, normalisers: Normalisers, *,
-    epsilon: float, epsilon_high: float, beta: float, loss_type: LossType, term: PolicyTerm | None = None,
-    entropy: Tensor | None = None, bonus_mask: Tensor | None = None, entropy_coef: float = 0.0,
+    loss_mask: Tensor, policy_mask: Tensor, normalisers: Normalisers, *, term: PolicyTerm, beta: float = 0.0,
+    use_bias_correction_kl: bool = False, entropy: Tensor | None = None, bonus_mask: Tensor | None = None,
+    entropy_coef: float = 0.0,
 ) -> MicroBatchLoss:
     """The policy term on the policy's steps (``policy_mask``), plus ``beta`` × k3 KL to the
-    reference on every counted step (``loss_mask``), aggregated as TRL's ``loss_type``.
+    reference on every counted step (``loss_mask``), aggregated as TRL's ``term.loss_type``.
 
     All tensors are the micro-batch's rows: ``[n, T]`` step values and masks, ``[n]`` advantages.
-    ``term`` gives the policy term's further settings (GSPO's sequence level, ``delta``, SAPO's
-    temperatures; :mod:`motg_lightning.grpo.surrogates`); its loss type and ε are the arguments'.
+    ``term`` gives the policy term (loss type, clip range, GSPO's sequence level, ``delta``, SAPO's
+    and VESPO's settings; :mod:`motg_lightning.grpo.surrogates`). With ``use_bias_correction_kl``
+    each step's KL is weighed by the importance ratio at the term's level (its log within ±20),
+    gradient included, which makes the KL's gradient the unbiased reverse-KL gradient
+    (DeepSeek-V3.2, arXiv 2512.02556; TRL's ``use_bias_correction_kl``).
     With ``entropy_coef``, the loss is lowered by ``entropy_coef`` × the mean of ``entropy`` (the
     policy's next-token entropy, differentiable) over the batch's ``bonus_mask`` steps: TRL's
     entropy bonus, on the thinking steps.
     """
-    term = replace(term or PolicyTerm(), loss_type=loss_type, epsilon=epsilon, epsilon_high=epsilon_high)
     per_step, clipped = policy_loss(log_likelihood, old_log_likelihood, advantages, loss_mask, term)
     clipped = clipped.expand_as(loss_mask)
     per_step = per_step * policy_mask
     kl = None
     if reference_log_likelihood is not None:
         kl_per_step = k3_kl(log_likelihood, reference_log_likelihood)
+        if use_bias_correction_kl:
+            log_ratio = importance_log_weights(log_likelihood, old_log_likelihood, loss_mask, term.importance_sampling_level)
+            kl_per_step = kl_per_step * torch.exp(log_ratio.clamp(-KL_LOG_RATIO_LIMIT, KL_LOG_RATIO_LIMIT))
         per_step = per_step + beta * kl_per_step
         kl = token_mean(kl_per_step.detach(), loss_mask, normalisers.counted)
     n = normalisers
-    loss = aggregate_loss(per_step, loss_mask, loss_type, n.batch_tokens, n.sequences, n.max_new_tokens)
+    loss = aggregate_loss(per_step, loss_mask, term.loss_type, n.batch_tokens, n.sequences, n.max_new_tokens)
     bonus = None
     if entropy is not None:  # measured even at a coefficient of 0: the adaptive form needs it
         bonus = token_mean(entropy, bonus_mask, n.bonus_steps)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import warnings
+from dataclasses import dataclass
+from typing import Literal
 
 from ..grpo.entropy_bonus import EntropyBonus
 from ..grpo.loss import LossType, ScaleRewards
 from ..grpo.surrogates import CLIPPED, ImportanceSamplingLevel, PolicyTerm
 from .option_checks import at_least
+
+LossDistribution = Literal["unfiltered", "filtered"]
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,10 @@ class GRPOOptions:
         epsilon_high: upper clipping bound, > 0; DAPO's asymmetric clip when it differs from ε
             (arXiv 2503.14476; TRL's `epsilon_high`); None uses ε. With `cispo`, the cap of the
             ratio itself (ScaleRL, arXiv 2510.13786, recommends 5.0).
+        use_bias_correction_kl: weigh each step's KL by its importance ratio, gradient included,
+            which makes the KL's gradient the unbiased reverse-KL gradient (DeepSeek-V3.2, arXiv
+            2512.02556; TRL's `use_bias_correction_kl`, whose default is true). False keeps the
+            plain k3 KL of DeepSeekMath and of the MoT-G paper's code.
         num_iterations: optimizer steps per rollout batch (TRL's `num_iterations`); the rollout's
             log-likelihood before the first is the ratio's denominator.
         loss_type: the policy term and how per-step losses add up, as TRL's `loss_type`: `grpo`,
@@ -45,6 +51,10 @@ class GRPOOptions:
             whose weight grew above 1 fade.
         vespo_k_neg: `vespo`'s k for negative advantages, >= 0.
         vespo_lambda_neg: `vespo`'s λ for negative advantages, > 0.
+        loss_distribution: the distribution the loss scores steps under: `unfiltered` (the whole
+            tempered distribution, as TRL) or `filtered` (what `model.rollout.top_p`/`min_p` leave,
+            the recorded step kept in it): the distribution the steps were drawn from, so the
+            ratio to it is 1 at θ = θ_old (TRL's issue 6789 shows the bias of `unfiltered`).
         entropy_coef: weight c >= 0 of an entropy bonus −c·H on the loss, H the mean entropy of the
             policy's next-token distribution over the thinking steps it trains on (TRL's
             `entropy_coef`); 0 without `use_adaptive_entropy`: none.
@@ -77,6 +87,7 @@ class GRPOOptions:
 
     num_generations: int = 8
     beta: float = 0.0
+    use_bias_correction_kl: bool = False
     epsilon: float = 0.2
     epsilon_high: float | None = None
     num_iterations: int = 1
@@ -89,6 +100,7 @@ class GRPOOptions:
     vespo_lambda_pos: float = 3.0
     vespo_k_neg: float = 3.0
     vespo_lambda_neg: float = 2.0
+    loss_distribution: LossDistribution = "unfiltered"
     entropy_coef: float = 0.0
     use_adaptive_entropy: bool = False
     entropy_target: float = 0.2
@@ -145,6 +157,8 @@ class GRPOOptions:
             raise ValueError(f"model.grpo.entropy_coef={self.entropy_coef}, entropy_coef_delta={self.entropy_coef_delta}, "
                              f"entropy_coef_min={self.entropy_coef_min}, entropy_coef_max={self.entropy_coef_max}: need "
                              "entropy_coef >= 0, entropy_coef_delta > 0 and 0 <= entropy_coef_min <= entropy_coef_max.")
+        if self.loss_distribution not in ("unfiltered", "filtered"):
+            raise ValueError(f"model.grpo.loss_distribution={self.loss_distribution!r}: choose unfiltered or filtered.")
         if self.importance_sampling_level not in ("token", "sequence"):
             raise ValueError(f"model.grpo.importance_sampling_level={self.importance_sampling_level!r}: choose token or sequence.")
         sequence = self.importance_sampling_level == "sequence"

@@ -273,12 +273,12 @@ class MoTGRPOModule(StepLogging, HeldOutSteps, PredictSteps, CheckpointHooks):
         return micro_batch_loss(
             log_likelihood, old, reference, targets.advantages[rows], batch.loss_mask(targets.loss_mask),
             targets.policy_mask[rows], targets.normalisers,
-            epsilon=grpo.epsilon, epsilon_high=grpo.clip_high, beta=grpo.beta, loss_type=grpo.loss_type, term=grpo.policy_term,
-            entropy=entropy, bonus_mask=batch.loss_mask(targets.bonus_mask), entropy_coef=bonus.applied,
+            term=grpo.policy_term, beta=grpo.beta, use_bias_correction_kl=grpo.use_bias_correction_kl, entropy=entropy, bonus_mask=batch.loss_mask(targets.bonus_mask), entropy_coef=bonus.applied,
         )
 
     def _log_likelihood(self, model: torch.nn.Module, rollout: Rollout, with_entropy: bool = False) -> Tensor:
-        return trajectory_log_likelihood(model, self.mixture, rollout, self.options.memory.logit_chunk_size, with_entropy)
+        options = self.options
+        return trajectory_log_likelihood(model, self.mixture, rollout, options.memory.logit_chunk_size, with_entropy, options.loss_filter)
 
     @torch.no_grad()
     def _log_likelihood_without_grad(self, model: torch.nn.Module, rollout: Rollout) -> Tensor:

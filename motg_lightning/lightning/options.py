@@ -20,7 +20,7 @@ from ..evaluation.held_out import EvalDecoding
 from ..rollout.decoder import check_compile_mode
 from ..rollout.settings import RolloutSettings
 from ..rollout.stops import TokenPatterns
-from ..rules.filters import validate_filters
+from ..rules.filters import SamplingFilter, validate_filters
 from .grpo_options import GRPOOptions
 from .option_checks import at_least
 
@@ -41,8 +41,8 @@ class RolloutOptions:
             many nats (> 0); None disables it.
         cold_stop_steps: low-entropy thinking steps in a row that trigger the cold stop.
         top_p: top-p (nucleus) filter of the distribution every rule samples and mixes from, in
-            (0, 1] (TRL's `top_p`; Soft Thinking's filter); 1.0 keeps it all. The loss uses the
-            unfiltered distribution.
+            (0, 1] (TRL's `top_p`; Soft Thinking's filter); 1.0 keeps it all. The loss scores
+            under the unfiltered distribution unless `model.grpo.loss_distribution` is `filtered`.
         min_p: min-p filter: keep the tokens at least this fraction as probable as the most
             probable one, in [0, 1) (TRL's `min_p`); None disables it.
         think_end: marker that ends the thinking phase.
@@ -194,6 +194,14 @@ class ModuleOptions:
         """The groups given, each an options object or a mapping of its fields (as a checkpoint's
         hyperparameters saved by the CLI hold them)."""
         return cls(**{name: value if isinstance(value, GROUPS[name]) else GROUPS[name](**value) for name, value in groups.items()})
+
+    @property
+    def loss_filter(self) -> SamplingFilter | None:
+        """The filters the loss scores steps under: the rollout's top-p / min-p with
+        `grpo.loss_distribution: filtered`, else None (the whole tempered distribution)."""
+        if self.grpo.loss_distribution == "unfiltered":
+            return None
+        return SamplingFilter(self.rollout.top_p, self.rollout.min_p)
 
     def as_dicts(self) -> dict[str, dict[str, Any]]:
         """Each group as a mapping of its fields."""

@@ -44,7 +44,8 @@ class Rollout:
         forced: ``[N, T]`` the token was appended by budget forcing, not sampled.
         completion_mask: ``[N, T]`` the step belongs to the completion (up to and including EOS).
         truncated: ``[N]`` the sequence hit ``max_new_tokens`` without stopping.
-        log_likelihood: ``[N, T]`` step log-likelihood under the policy while generating.
+        log_likelihood: ``[N, T]`` step log-likelihood under the policy while generating, in the
+            distribution the step was drawn from (top-p / min-p filtered when a filter is on).
         entropy: ``[N, T]`` entropy of the tempered next-token distribution.
         weight_entropy: ``[N, T]`` entropy of the mixture weights.
         extras: per-step tensors ``[N, T, ...]`` a rule recorded for its likelihood.

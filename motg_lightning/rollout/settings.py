@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from ..rules.filters import SamplingFilter
 from .decoder import Decoder
 from .stops import TokenPatterns
 
@@ -32,7 +33,7 @@ class RolloutSettings:
             growing it by concatenation every step. Either way each distinct prompt is run once
             and its cache shared by its copies (:meth:`Decoder.prefill`).
         top_p, min_p: filters of the distribution every rule samples and mixes from
-            (:mod:`motg_lightning.rules.filters`); the recorded likelihood is unfiltered.
+            (:mod:`motg_lightning.rules.filters`), under which each step's likelihood is recorded.
         compile_decode: ``torch.compile`` mode of the decode step (``reduce-overhead`` = CUDA
             graphs on a GPU); None decodes eagerly. See :class:`motg_lightning.rollout.decoder.Decoder`.
     """
@@ -52,6 +53,11 @@ class RolloutSettings:
     top_p: float = 1.0
     min_p: float | None = None
     compile_decode: str | None = None
+
+    @property
+    def sampling_filter(self) -> SamplingFilter:
+        """The filters of :attr:`top_p` and :attr:`min_p`."""
+        return SamplingFilter(self.top_p, self.min_p)
 
     def decoder(self) -> Decoder:
         """A :class:`Decoder` with these settings (keep it: a compiled one is reused across rollouts)."""

@@ -3,7 +3,8 @@
 
 A step is, in order:
 
-* :func:`choose`: the rule's mixture and a plain draw from the tempered (filtered) distribution;
+* :func:`choose`: the rule's mixture and a plain draw from the tempered (filtered) distribution,
+  and the step's log-likelihood under that distribution;
   each row's :class:`.phase.Phase` picks what it feeds: the mixture while thinking, a token in the
   answer, the next forced id while forcing (budget forcing, cold stop), ``pad_id`` once finished;
 * :meth:`.record.StepRecord.write`: record the step at index ``t`` (a Python int when eager, a
@@ -25,24 +26,24 @@ from torch import Tensor, nn
 from transformers import PreTrainedModel
 
 from ..rules.base import MixtureRule, MixtureStep, sample_index
-from ..rules.filters import filter_log_probs
+from ..rules.filters import SamplingFilter, recorded_ids
 from .decoder import decode_forward
 from .phase import Phase
 from .record import Step, StepRecord, recorded_log_likelihood
 from .settings import RolloutSettings
 
 
-def draw(
-    rule: MixtureRule, log_probs: Tensor, probs: Tensor, settings: RolloutSettings, embedding: nn.Module
-) -> tuple[MixtureStep, Tensor]:
-    """The rule's mixture and a plain token ``[N]``, both from the filtered distribution (the rule
-    draws first; a rule whose representative is a plain draw gives it for both)."""
-    filtered = filter_log_probs(log_probs, settings.top_p, settings.min_p)
+def draw(rule: MixtureRule, log_probs: Tensor, probs: Tensor, removed: Tensor | None, embedding: nn.Module) -> tuple[MixtureStep, Tensor]:
+    """The rule's mixture and a plain token ``[N]``, both from the distribution without the
+    ``removed`` tokens (:class:`~motg_lightning.rules.filters.SamplingFilter`; None: the whole
+    ``log_probs``, whose ``probs`` are given). The rule draws first; a rule whose representative
+    is a plain draw gives it for both."""
+    filtered = SamplingFilter.restrict(log_probs, removed)
     mixed = rule.choose(filtered, embedding)
     if rule.REPRESENTATIVE_IS_SAMPLE:
         return mixed, mixed.token
     # unfiltered, the sampling distribution is ``probs``: no second exp over the vocabulary
-    return mixed, sample_index(probs if filtered is log_probs else filtered.exp())
+    return mixed, sample_index(probs if removed is None else filtered.exp())
 
 
 def choose(
@@ -50,12 +51,15 @@ def choose(
 ) -> tuple[Phase, Step]:
     """This step of every row from its ``[N, V]`` logits, and the phase it was taken in (forcing
     starts before the step where thinking must stop)."""
-    log_probs = rule.log_probs(logits)  # [N, V] tempered, unfiltered: what the loss scores
+    log_probs = rule.log_probs(logits)  # [N, V] tempered, unfiltered
     probs = log_probs.exp()
-    mixed, sampled = draw(rule, log_probs, probs, settings, embedding)
+    removed = settings.sampling_filter.removed(log_probs)
+    mixed, sampled = draw(rule, log_probs, probs, removed, embedding)
     phase = phase.begin_forcing(mixed.token)
     chosen, mixing = phase.next_input(mixed, sampled), phase.mixing
-    log_likelihood = recorded_log_likelihood(rule, log_probs, chosen, mixing, embedding)
+    # the likelihood under the distribution the step was drawn from (a forced token kept in it)
+    sampling = SamplingFilter.restrict(log_probs, removed, recorded_ids(chosen))
+    log_likelihood = recorded_log_likelihood(rule, sampling, chosen, mixing, embedding)
     entropy = -(probs * log_probs).sum(-1)
     return phase, Step(chosen, mixing, phase.forcing, ~phase.finished, log_likelihood, entropy)
 
