@@ -43,7 +43,7 @@ import torch
 from method_processes import measure_each, memory_kind, peak_memory_mib, write_results
 from rounds import first_present, median, number, rotated, round_ratios, summarize, summary_columns, table
 
-from motg_lightning.rules import REGISTRY, Discrete, MixtureRule, dense
+from motg_lightning.rules import HRPO, REGISTRY, Discrete, MixtureRule, attach_rule_parameters, dense
 
 BASELINES = ["hf_generate", "hf_generate_static", "naive_loop"]
 QUESTION = "Calculate 7 + 8. Think step by step, then give the answer."
@@ -57,10 +57,10 @@ def prompts(tokenizer, batch: int, device: str):
 
 def benchmark_rule(name: str) -> MixtureRule:
     """The registered rule ``name`` at its defaults, mixing the paper's k = 2 tokens; the rules of
-    :mod:`motg_lightning.rules.dense`, which blend the whole distribution, keep their k = 16, and
-    Discrete has no k."""
+    :mod:`motg_lightning.rules.dense`, which blend the whole distribution, keep their k = 16, HRPO
+    its top 50, and Discrete has no k."""
     rule = REGISTRY[name].rule
-    if rule is Discrete or rule.__module__ == dense.__name__:
+    if rule in (Discrete, HRPO) or rule.__module__ == dense.__name__:
         return rule()
     return rule(k=2)
 
@@ -70,6 +70,7 @@ def run_ours(model, tokenizer, rule_name: str, ids, mask, new_tokens: int, compi
     from motg_lightning.rollout.generate import generate
 
     rule = benchmark_rule(rule_name)
+    attach_rule_parameters(model, rule)  # HRPO's gate (other rules have no parameters; nothing else reads it)
     options = RolloutOptions(max_new_tokens=new_tokens, stop_strings=[], compile_decode=compile_decode)
     settings = options.settings(tokenizer, eos_ids=[-1])  # no EOS: every sequence makes all new tokens
     decoder = settings.decoder()  # kept across calls: a compiled step is captured once

@@ -17,6 +17,7 @@ With adapters:
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
@@ -24,6 +25,8 @@ from enum import Enum
 from typing import Any
 
 from torch import nn
+
+from .rules.parameters import RULE_PARAMETERS
 
 #: what `model.peft` accepts: the short form, a whole `peft.LoraConfig`, or a mapping of either's
 #: fields (as a checkpoint's hyperparameters hold them); None trains every weight
@@ -114,12 +117,17 @@ def add_adapters(model: nn.Module, config: Any) -> nn.Module:
     """``model`` wrapped by ``peft.get_peft_model``: its weights frozen, the adapters trainable.
 
     Refuses adapters on the input embedding: the mixture rules read its weight matrix directly
-    (the dense rules mix over the whole vocabulary), which would bypass an adapter there."""
+    (the dense rules mix over the whole vocabulary), which would bypass an adapter there. The
+    parameters a rule trains (:mod:`motg_lightning.rules.parameters`) are PEFT ``modules_to_save``."""
     from peft import get_peft_model
     from peft.tuners.lora import LoraLayer
 
     if config.task_type is None:
         config.task_type = "CAUSAL_LM"
+    if getattr(model.get_input_embeddings(), RULE_PARAMETERS, None) is not None:
+        # a rule's own parameters (HRPO's gate) train whole, beside the adapters
+        config = copy.copy(config)
+        config.modules_to_save = [*(config.modules_to_save or []), RULE_PARAMETERS]
     adapted = get_peft_model(model, config)
     if isinstance(adapted.get_input_embeddings(), LoraLayer):
         raise ValueError(

@@ -4,7 +4,10 @@
 
 writes ``model.safetensors``, ``config.json``, ``generation_config.json`` and the tokenizer (with
 its chat template) into ``exported/``, which ``AutoModelForCausalLM.from_pretrained("exported")``
-loads with the trained policy's weights. A policy trained with adapters (``model.peft``) is
+loads with the trained policy's weights. The parameters a rule trained with the policy (HRPO's
+gate) are not a Hugging Face model's: they are written beside it, to ``mixture_rule.safetensors``,
+which ``motg_lightning.rules.parameters.load_rule_parameters(model, rule, "exported")`` puts back
+on the loaded model. A policy trained with adapters (``model.peft``) is
 written with the adapters merged into the base weights, or, with ``--adapter-only``, as the
 adapter alone (``adapter_config.json``, ``adapter_model.safetensors``, the tokenizer), which
 ``peft.PeftModel.from_pretrained(base_model, "exported")`` loads onto the base model. The same from Python: ``export_checkpoint(ckpt, out_dir)``;
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -33,6 +37,8 @@ from transformers import AutoModelForCausalLM
 from .adapters import add_adapters, check_adapter_entries, lora_config
 from .lightning.sharded_checkpoint import DCP_INDEX, METADATA_FILE, is_sharded
 from .models import DType, load_causal_lm, load_tokenizer
+from .rules import MixtureRule, attach_rule_parameters
+from .rules.parameters import owns_parameters, save_rule_parameters
 
 #: the prefix of the policy's entries in the LightningModule's state dict
 POLICY_PREFIX = "policy."
@@ -102,6 +108,17 @@ def policy_weights(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Te
     return weights
 
 
+def trained_rule(setting: Any) -> MixtureRule | None:
+    """The mixture rule of a checkpoint's hyperparameters: the object, or the ``class_path`` and
+    ``init_args`` the command line saves."""
+    if setting is None or isinstance(setting, MixtureRule):
+        return setting
+    if isinstance(setting, Mapping) and "class_path" in setting:
+        module_name, _, class_name = setting["class_path"].rpartition(".")
+        return getattr(importlib.import_module(module_name), class_name)(**(setting.get("init_args") or {}))
+    raise ValueError(f"model.mixture={setting!r} in the checkpoint's hyperparameters: not a mixture rule.")
+
+
 def export_policy(
     template: torch.nn.Module, tokenizer: Any, weights: Mapping[str, torch.Tensor], out_dir: str | Path,
     dtype: DType | None = None,
@@ -120,6 +137,7 @@ def export_policy(
     target = getattr(torch, dtype) if dtype is not None else None
     tensors = {key: value.detach().to("cpu", dtype=target if target is not None and value.is_floating_point() else None)
                for key, value in weights.items()}
+    rule_tensors = {key: tensors.pop(key) for key in [key for key in tensors if owns_parameters(key)]}
     with torch.device("meta"):  # the architecture without allocating (or initialising) weights
         model = AutoModelForCausalLM.from_config(copy.deepcopy(template.config))
     model.load_state_dict(tensors, strict=True, assign=True)
@@ -129,6 +147,8 @@ def export_policy(
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
+    if rule_tensors:
+        save_rule_parameters(rule_tensors, out_dir)
     return out_dir
 
 
@@ -152,6 +172,9 @@ def export_trained(
     if template is None or lora is not None:
         # the architecture, config and generation config as training loaded them (the weights are replaced)
         template = load_causal_lm(name, hparams.get("dtype", "float32"))
+    rule = trained_rule(hparams.get("mixture"))
+    if rule is not None:
+        attach_rule_parameters(template, rule)  # HRPO's gate, so that adapters find it among their modules_to_save
     if lora is None:
         return export_policy(template, tokenizer, weights, out_dir, dtype)
     adapted = add_adapters(template, lora)

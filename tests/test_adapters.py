@@ -23,6 +23,7 @@ from motg_lightning.lightning.module import MoTGRPOModule
 from motg_lightning.lightning.options import GRPOOptions, RolloutOptions
 from motg_lightning.models import TINY_MODEL, load_causal_lm
 from motg_lightning.rollout.generate import generate
+from motg_lightning.rules import attach_rule_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
 LORA = LoraOptions(r=4, lora_alpha=8)
@@ -75,7 +76,9 @@ def test_the_reference_is_the_base_model_with_adapters_disabled(prompts, make_se
 
 @pytest.mark.parametrize("rule", RULES, ids=lambda r: f"{type(r).__name__}-{r.likelihood}")
 def test_every_rule_rolls_out_and_trains_through_the_adapted_model(rule, prompts, make_settings):
-    policy = add_adapters(load_causal_lm(TINY_MODEL), lora_config(LORA)).train()
+    base = load_causal_lm(TINY_MODEL)
+    gate = attach_rule_parameters(base, rule)  # HRPO's, trained whole beside the adapters; None for the others
+    policy = add_adapters(base, lora_config(LORA)).train()
     _perturb_adapters(policy)
     torch.manual_seed(0)
     rollout = generate(policy, rule, *prompts, make_settings(max_new_tokens=10, thinking_budget=3))
@@ -86,6 +89,8 @@ def test_every_rule_rolls_out_and_trains_through_the_adapted_model(rule, prompts
     grads = {name: p.grad for name, p in policy.named_parameters() if p.requires_grad}
     assert all(g is not None and torch.isfinite(g).all() for g in grads.values())
     assert any(g.abs().sum() > 0 for g in grads.values())
+    if gate is not None:
+        assert any(g.abs().sum() > 0 for name, g in grads.items() if "mixture_rule.modules_to_save" in name), "the gate trains"
 
 
 def test_fit_changes_only_the_adapters_and_checkpoints_hold_them_alone(tmp_path):

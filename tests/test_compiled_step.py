@@ -16,6 +16,8 @@ from motg_lightning.rules.dense import Gaussian
 from motg_lightning.rules.paper import Dirichlet, Discrete
 from motg_lightning.rules.related import Gumbel
 
+from helpers import carrying_rule_parameters
+
 
 @pytest.fixture(autouse=True)
 def fresh_compiler():
@@ -46,7 +48,10 @@ def test_every_rule_compiles_its_whole_step_to_one_graph_with_the_eager_trajecto
     """``fullgraph=True``: a graph break would raise. The thinking budget makes rows force their
     answer mid-rollout, so the phase switch and forcing run inside the graph too."""
     settings = make_settings(max_new_tokens=9, thinking_budget=3)
-    rule = REGISTRY[name].rule()
+    # HRPO's default top 50 of the nearly uniform random model holds near-ties, which inductor's
+    # kernels may order differently in its last places: its top 8 are apart
+    rule = REGISTRY[name].rule(**({"k": 8} if name == "hrpo" else {}))
+    tiny_model = carrying_rule_parameters(tiny_model, rule)
     eager = _rollout(tiny_model, rule, prompts, settings, Decoder())
     compiled = _rollout(tiny_model, rule, prompts, settings, Decoder(compile_mode="default", compile_backend=backend))
     assert eager.thinking.any() and eager.forced.any()

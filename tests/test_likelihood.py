@@ -2,22 +2,26 @@ import pytest
 import torch
 
 from motg_lightning.rules.dense import Gaussian, MixtureOfInputs
+from motg_lightning.rules.hybrid import HRPO
 from motg_lightning.grpo.likelihood import trajectory_log_likelihood
 from motg_lightning.rules.paper import Dirichlet, Discrete, ElementwiseMax, Nucleus, Sampled, TopK
 from motg_lightning.rules.related import Gumbel, Multiplex
 from motg_lightning.rollout.generate import generate
 
+from helpers import carrying_rule_parameters
+
 RULES = [
     Discrete(), TopK(), TopK(likelihood="weighted"), Dirichlet(), Dirichlet(likelihood="weighted"),
     Sampled(likelihood="weighted"), Nucleus(k=3), ElementwiseMax(likelihood="weighted"),
     Dirichlet(likelihood="density"), Gumbel(), Multiplex(), Multiplex(weighting="renormalised", likelihood="weighted"),
-    Gaussian(k=4), MixtureOfInputs(k=3),
+    Gaussian(k=4), MixtureOfInputs(k=3), HRPO(k=8),
 ]
 
 
 @pytest.mark.parametrize("rule", RULES, ids=lambda r: f"{type(r).__name__}-{r.likelihood}")
 def test_recomputed_log_likelihood_matches_the_rollout(tiny_model, tokenizer, prompts, rule, make_settings):
     """The loss's forward over rebuilt embeddings sees exactly what generation saw."""
+    tiny_model = carrying_rule_parameters(tiny_model, rule)
     torch.manual_seed(0)
     ids, mask = prompts
     rollout = generate(tiny_model, rule, ids, mask, make_settings(max_new_tokens=14, thinking_budget=4))
@@ -28,6 +32,7 @@ def test_recomputed_log_likelihood_matches_the_rollout(tiny_model, tokenizer, pr
 @pytest.mark.parametrize("rule", RULES, ids=lambda r: f"{type(r).__name__}-{r.likelihood}")
 def test_log_likelihood_has_finite_gradients(tiny_model, tokenizer, prompts, make_settings, rule):
     """Also through steps that did not mix, whose rule-specific likelihood is discarded."""
+    tiny_model = carrying_rule_parameters(tiny_model, rule)
     torch.manual_seed(0)
     ids, mask = prompts
     rollout = generate(tiny_model, rule, ids, mask, make_settings(max_new_tokens=12, thinking_budget=3))

@@ -12,19 +12,23 @@ from torch import nn
 from ..adapters import add_adapters
 from ..grpo.likelihood import SHARDED_METHOD, log_likelihood_of_steps
 from ..models import load_causal_lm
-from ..rules import MixtureRule
+from ..rules import MixtureRule, attach_rule_parameters
 from .distributed import layer_classes, register_forward_method, shard_fully
 from .options import GRPOOptions, MemoryOptions, RolloutOptions
 
 
 def load_policy_and_reference(
     name: str, dtype: str, memory: MemoryOptions, with_reference: bool, mesh: Any = None, lora: Any = None,
+    rule: MixtureRule | None = None,
 ) -> tuple[nn.Module, nn.Module | None]:
-    """The policy in training mode and, ``with_reference``, a frozen copy of it; both sharded
-    layer by layer over ``mesh``'s data-parallel dimension when one is given (FSDP2). With a
+    """The policy in training mode, carrying the parameters ``rule`` trains (if any:
+    :mod:`motg_lightning.rules.parameters`), and, ``with_reference``, a frozen copy of it; both
+    sharded layer by layer over ``mesh``'s data-parallel dimension when one is given (FSDP2). With a
     ``lora`` config the policy carries adapters and no copy is made: the reference is the policy
     with its adapters disabled (:func:`motg_lightning.adapters.reference_model`)."""
     policy = load_causal_lm(name, dtype, memory.gradient_checkpointing).train()
+    if rule is not None:
+        attach_rule_parameters(policy, rule)
     if lora is not None:
         policy = add_adapters(policy, lora).train()
     reference = copy.deepcopy(policy).requires_grad_(False).eval() if with_reference and lora is None else None

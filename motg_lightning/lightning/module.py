@@ -42,7 +42,7 @@ from .held_out_steps import HeldOutSteps
 from .predict_steps import PredictSteps
 from .step_logging import StepLogging
 from .model_setup import check_lengths, check_support, eos_ids, load_policy_and_reference, refuse_unsupported
-from .optimization import configure_optimization
+from .optimization import configure_optimization, parameter_groups
 from .optimizer_step import GuardedOptimizerStep, gradient_norm
 from .options import EvaluationOptions, GRPOOptions, LoggingOptions, MemoryOptions, ModuleOptions, RolloutOptions
 from .progress import step_progress_bar
@@ -121,8 +121,8 @@ class MoTGRPOModule(StepLogging, HeldOutSteps, PredictSteps, CheckpointHooks):
     def _load_models(self) -> None:
         hp, options = self.hparams, self.options
         mesh = getattr(self, "_device_mesh", None)  # set by Lightning's ModelParallelStrategy (FSDP2)
-        self.policy, reference = load_policy_and_reference(hp.model_name_or_path, hp.dtype, options.memory,
-                                                           with_reference=options.grpo.beta != 0, mesh=mesh, lora=self.lora)
+        self.policy, reference = load_policy_and_reference(hp.model_name_or_path, hp.dtype, options.memory, options.grpo.beta != 0,
+                                                           mesh=mesh, lora=self.lora, rule=self.mixture)
         if reference is not None:
             self._frozen["reference"] = reference
         check_support(self.mixture, self.policy)
@@ -154,8 +154,7 @@ class MoTGRPOModule(StepLogging, HeldOutSteps, PredictSteps, CheckpointHooks):
             self.reference.to(device=self.device, dtype=next(self.policy.parameters()).dtype)
 
     def configure_optimizers(self) -> Any:
-        parameters = [p for p in self.policy.parameters() if p.requires_grad]
-        return configure_optimization(parameters, self.optimizer_factory, self.scheduler_factory)
+        return configure_optimization(parameter_groups(self.policy, self.mixture), self.optimizer_factory, self.scheduler_factory)
 
     def configure_callbacks(self) -> list[L.Callback]:
         """Lightning's default progress bar, if the trainer has one, replaced by one that counts optimizer steps of

@@ -149,6 +149,17 @@ class MixtureRule(ABC):
         """
         return False
 
+    def build_parameters(self, embedding: nn.Module) -> nn.Module | None:
+        """The parameters this rule trains with the policy, as a module built for ``embedding``
+        (its width, dtype and device), or None: no rule but HRPO's has any. They are attached to
+        the policy's input embedding (:mod:`.parameters`), where :meth:`embed` finds them."""
+        return None
+
+    def learning_rate_scale(self, name: str) -> float:
+        """The factor of the optimizer's learning rate for the rule's parameter ``name`` (a
+        parameter of :meth:`build_parameters`' module, any prefix before it)."""
+        return 1.0
+
     def log_probs(self, logits: Tensor) -> Tensor:
         """Tempered log-distribution ``log softmax(z / τ)`` in float32."""
         return torch.log_softmax(logits.float() / self.temperature, dim=-1)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from .base import Likelihood, MixtureRule
 from .dense import Gaussian, MixtureOfInputs
+from .hybrid import HRPO
 from .paper import Dirichlet, Discrete, ElementwiseMax, Nucleus, Sampled, TopK
 from .related import Gumbel, Multiplex
 
@@ -55,4 +56,5 @@ REGISTRY: dict[str, RegisteredRule] = {entry.name: entry for entry in (
     RegisteredRule("gaussian", Gaussian, "Soft Tokens, Hard Truths", "2509.19170", "density", "gaussian.yaml"),
     RegisteredRule("mixture_of_inputs", MixtureOfInputs, "Mixture of Inputs", "2505.14827", "representative",
                    "mixture_of_inputs.yaml"),
+    RegisteredRule("hrpo", HRPO, "HRPO", "2505.18454", "representative", "hrpo.yaml"),
 )}
