@@ -5,7 +5,7 @@ from motg_lightning.rules.dense import Gaussian, MixtureOfInputs
 from motg_lightning.rules.hybrid import HRPO
 from motg_lightning.grpo.likelihood import trajectory_log_likelihood
 from motg_lightning.rules.paper import Dirichlet, Discrete, ElementwiseMax, Nucleus, Sampled, TopK
-from motg_lightning.rules.related import Gumbel, Multiplex
+from motg_lightning.rules.related import Gumbel, LatentGRPO, Multiplex
 from motg_lightning.rollout.generate import generate
 
 from helpers import carrying_rule_parameters
@@ -14,7 +14,7 @@ RULES = [
     Discrete(), TopK(), TopK(likelihood="weighted"), Dirichlet(), Dirichlet(likelihood="weighted"),
     Sampled(likelihood="weighted"), Nucleus(k=3), ElementwiseMax(likelihood="weighted"),
     Dirichlet(likelihood="density"), Gumbel(), Multiplex(), Multiplex(weighting="renormalised", likelihood="weighted"),
-    Gaussian(k=4), MixtureOfInputs(k=3), HRPO(k=8),
+    Gaussian(k=4), MixtureOfInputs(k=3), HRPO(k=8), LatentGRPO(k=3),
 ]
 
 

@@ -75,6 +75,7 @@ ONE_TOKEN = {
     "multiplex": ("sample", {"k": 1, "temperature": 1.0}),
     "gaussian": ("greedy", {"k": 4, "thinking_temperature": 1e-7, "noise_scale": 0.0, "likelihood": "representative"}),
     "mixture_of_inputs": ("sample", {"k": 3, "beta": 1e6, "temperature": 1.0}),
+    "latent_grpo": ("greedy", {"k": 1, "noise_scale": 0.0}),
 }
 SAMPLED_AT_ONE = [_rule((name, options)) for name, (limit, options) in ONE_TOKEN.items() if limit == "sample"]
 GREEDY_AT_ONE = [_rule((name, options)) for name, (limit, options) in ONE_TOKEN.items() if limit == "greedy"]

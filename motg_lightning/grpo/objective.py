@@ -13,6 +13,7 @@ from .loss import (
     GLOBAL_TOKEN_MEAN, KL_LOG_RATIO_LIMIT, LossType, ScaleRewards, aggregate_loss, group_advantages, high_entropy_mask,
     k3_kl, token_mean,
 )
+from .latent_stabilisers import best_first_steps, valid_group_advantages
 from .surrogates import PolicyTerm, importance_log_weights, policy_loss
 
 
@@ -103,15 +104,18 @@ class UpdateTargets:
 
 def update_targets(
     rollout: Rollout, rewards: Tensor, *, group_size: int, scale_rewards: ScaleRewards, mask_truncated_completions: bool,
-    loss_type: LossType, top_entropy_quantile: float, max_new_tokens: int,
+    loss_type: LossType, top_entropy_quantile: float, max_new_tokens: int, mask_invalid_advantages: bool = False,
+    best_first_step: bool = False,
 ) -> UpdateTargets:
     """Group-normalised advantages of ``rewards`` (``[N]``, on the rollout's device), the steps
-    that count and those the policy term trains on, with what the loss divides by; TRL's options.
+    that count and those the policy term trains on, with what the loss divides by; TRL's options,
+    and Latent-GRPO's stabilisers (:mod:`.latent_stabilisers`): ``mask_invalid_advantages`` leaves
+    truncated rollouts out of their group's statistics, at advantage 0; ``best_first_step`` trains
+    each group's first step on its most likely positive rollout alone.
 
     Statistics TRL takes over the whole batch (the ``batch`` reward std, the entropy quantile, the
     ``dapo`` token count) are taken over every process's rows; groups need no other process."""
-    batch_rewards = gather_rows(rewards) if scale_rewards == "batch" else None
-    advantages = group_advantages(rewards, group_size, scale_rewards, batch_rewards=batch_rewards)
+    advantages = _advantages(rollout, rewards, group_size, scale_rewards, mask_invalid_advantages)
     loss_mask = rollout.loss_mask
     if mask_truncated_completions:
         loss_mask = loss_mask & ~rollout.truncated.unsqueeze(-1)
@@ -119,9 +123,23 @@ def update_targets(
     batch_tokens = mean_over_ranks(counted.float()) if loss_type in GLOBAL_TOKEN_MEAN else counted
     batch_entropy = gather_rows(rollout.entropy[loss_mask].float()) if top_entropy_quantile < 1 else None
     policy_mask = high_entropy_mask(rollout.entropy, loss_mask, top_entropy_quantile, batch_entropy)
+    if best_first_step:
+        first = torch.ones_like(policy_mask)
+        first[:, 0] = best_first_steps(advantages, rollout.log_likelihood, loss_mask, group_size)
+        policy_mask = policy_mask & first
     bonus_mask = policy_mask & rollout.thinking
     normalisers = Normalisers(counted, batch_tokens, loss_mask.shape[0], max_new_tokens, bonus_mask.sum())
     return UpdateTargets(advantages, loss_mask, policy_mask, normalisers, bonus_mask)
+
+
+def _advantages(rollout: Rollout, rewards: Tensor, group_size: int, scale_rewards: ScaleRewards, valid_only: bool) -> Tensor:
+    """Group-normalised advantages (``valid_only``: over the rollouts that were not truncated)."""
+    valid = ~rollout.truncated if valid_only else None
+    batch_rewards = gather_rows(rewards if valid is None else rewards[valid]) if scale_rewards == "batch" else None
+    if valid is None:
+        return group_advantages(rewards, group_size, scale_rewards, batch_rewards=batch_rewards)
+    advantages = valid_group_advantages(rewards, valid, group_size, scale=scale_rewards == "group")
+    return advantages / (batch_rewards.std() + 1e-4) if batch_rewards is not None else advantages
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,13 @@ class GRPOOptions:
         scale_rewards: advantage scaling (TRL's `scale_rewards`): `group`, `batch` or `none`.
         mask_truncated_completions: leave completions that hit `max_new_tokens` out of the loss
             (TRL's `mask_truncated_completions`).
+        mask_invalid_advantages: give truncated completions advantage 0 and leave them out of
+            their group's mean and std (Latent-GRPO's invalid-sample masking, arXiv 2604.27998;
+            its code's test of an invalid sample is truncation). They still count in the KL.
+        best_first_step: in each group, train the first step only on the rollout with a positive
+            advantage that the policy found most likely (mean step log-likelihood at rollout
+            time); the others' first step gets no policy term (Latent-GRPO's best correct path,
+            arXiv 2604.27998: latent mixtures of several correct first steps are not correct).
         sync_ref_model: move the reference towards the policy every `ref_model_sync_steps`
             optimizer steps by `ref_model_mixup_alpha` (TR-DPO, arXiv 2404.09656; TRL's
             `sync_ref_model`); needs beta ≠ 0. The reference is then saved in checkpoints.
@@ -110,6 +117,8 @@ class GRPOOptions:
     top_entropy_quantile: float = 1.0
     scale_rewards: ScaleRewards = "group"
     mask_truncated_completions: bool = False
+    mask_invalid_advantages: bool = False
+    best_first_step: bool = False
     sync_ref_model: bool = False
     ref_model_sync_steps: int = 512
     ref_model_mixup_alpha: float = 0.6

@@ -228,8 +228,8 @@ class MoTGRPOModule(StepLogging, HeldOutSteps, PredictSteps, CheckpointHooks):
         return update_targets(
             scored.rollout, scored.rewards.total.to(self.device), group_size=grpo.num_generations,
             scale_rewards=grpo.scale_rewards, mask_truncated_completions=grpo.mask_truncated_completions,
-            loss_type=grpo.loss_type, top_entropy_quantile=grpo.top_entropy_quantile,
-            max_new_tokens=self.options.rollout.max_new_tokens,
+            loss_type=grpo.loss_type, top_entropy_quantile=grpo.top_entropy_quantile, max_new_tokens=self.options.rollout.max_new_tokens,
+            mask_invalid_advantages=grpo.mask_invalid_advantages, best_first_step=grpo.best_first_step,
         )
 
     def fixed_likelihoods(self, rollout: Rollout) -> FixedLikelihoods:

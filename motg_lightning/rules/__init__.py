@@ -15,9 +15,10 @@ from .hybrid import HRPO
 from .paper import Dirichlet, Discrete, ElementwiseMax, Greedy, Nucleus, Sampled, TopK
 from .parameters import attach_rule_parameters
 from .registry import REGISTRY, RegisteredRule
-from .related import Gumbel, Multiplex
+from .related import Gumbel, LatentGRPO, Multiplex
 
 __all__ = [
-    "Dirichlet", "Discrete", "ElementwiseMax", "Gaussian", "Greedy", "Gumbel", "HRPO", "MixtureOfInputs", "MixtureRule",
-    "MixtureStep", "Multiplex", "Nucleus", "REGISTRY", "RegisteredRule", "Sampled", "TopK", "attach_rule_parameters",
+    "Dirichlet", "Discrete", "ElementwiseMax", "Gaussian", "Greedy", "Gumbel", "HRPO", "LatentGRPO", "MixtureOfInputs",
+    "MixtureRule", "MixtureStep", "Multiplex", "Nucleus", "REGISTRY", "RegisteredRule", "Sampled", "TopK",
+    "attach_rule_parameters",
 ]

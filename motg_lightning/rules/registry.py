@@ -19,7 +19,7 @@ from .base import Likelihood, MixtureRule
 from .dense import Gaussian, MixtureOfInputs
 from .hybrid import HRPO
 from .paper import Dirichlet, Discrete, ElementwiseMax, Nucleus, Sampled, TopK
-from .related import Gumbel, Multiplex
+from .related import Gumbel, LatentGRPO, Multiplex
 
 
 @dataclass(frozen=True)
@@ -57,4 +57,5 @@ REGISTRY: dict[str, RegisteredRule] = {entry.name: entry for entry in (
     RegisteredRule("mixture_of_inputs", MixtureOfInputs, "Mixture of Inputs", "2505.14827", "representative",
                    "mixture_of_inputs.yaml"),
     RegisteredRule("hrpo", HRPO, "HRPO", "2505.18454", "representative", "hrpo.yaml"),
+    RegisteredRule("latent_grpo", LatentGRPO, "Latent-GRPO", "2604.27998", "density", "latent_grpo.yaml"),
 )}

@@ -4,6 +4,8 @@
   through a tempered softmax; the likelihood is the Gumbel density of the perturbed values.
 * :class:`Multiplex` -- Multiplex Thinking (arXiv 2601.08808) and CoT2's multi-token sampling
   (arXiv 2505.23648): K i.i.d. samples; the likelihood is the sum of their log-probabilities.
+* :class:`LatentGRPO` -- Latent-GRPO (arXiv 2604.27998): the top k of the log-probabilities plus
+  one-sided Gumbel noise; the likelihood is its Gumbel top-k log-density.
 
 (The Dirichlet density of CoT2 is ``Dirichlet(likelihood="density")`` in :mod:`.paper`.)
 """
@@ -120,3 +122,79 @@ class Multiplex(MixtureRule):
         else:
             weights = renormalise(probs.gather(-1, support))
         return MixtureStep(support, weights, draw_representative(support, weights))
+
+
+#: Latent-GRPO's bounds of a Gumbel draw before its shift to one side (its released code's)
+LATENT_NOISE_RANGE = (-1.5, 3.0)
+
+
+class LatentGRPO(MixtureRule):
+    """Latent-GRPO's rule: scores s = log p + g̃ over p's nucleus (its smallest set of mass
+    `nucleus`, and at least the top k), with one-sided noise ``g̃ = noise_scale · (clamp(g, −1.5,
+    3) + 1.5) ≥ 0``, ``g ~ Gumbel(0, 1)``; the support is the k largest scores, the weights
+    ``softmax(s / gumbel_temperature)`` over them, the representative the largest (a
+    perturbed-argmax draw). The recorded scores are ``extras["perturbed"]``.
+
+    The likelihood (``likelihood="density"``) is Latent-GRPO's Gumbel top-k log-density, the mean
+    over the support of ``log Gumbel(s_i; log p_θ(S_i), 1)``, i.e. of the standard Gumbel density
+    of each slot's implied noise ``s_i − log p_θ(S_i)``; as the paper's released code, it leaves
+    the clamp, the shift and the scale of the noise out. Its mixed inputs are data to the loss, fed
+    without gradient (as the code feeds ``inputs_embeds`` detached), like SofT-GRPO's.
+
+    Args:
+        k: the tokens mixed per step (the released scripts: 10).
+        temperature: τ of p (the code's latent steps use the untempered log-probabilities: 1).
+        likelihood: `density` (the default): the Gumbel top-k log-density above; or
+            `representative` / `weighted`, as for every rule.
+        gumbel_temperature: τ_g > 0 of the softmax over the scores (the scripts: 1.0).
+        noise_scale: the noise's scale, >= 0 (the scripts: 1.0); 0 mixes the top k of p deterministically.
+        nucleus: the mass in (0, 1] of p that scores are drawn within (the scripts: 0.95); 1 keeps all.
+    """
+
+    LIKELIHOODS = ("density", "representative", "weighted")
+
+    def __init__(
+        self, k: int = 10, temperature: float = 1.0, likelihood: Likelihood = "density", gumbel_temperature: float = 1.0,
+        noise_scale: float = 1.0, nucleus: float = 0.95,
+    ):
+        super().__init__(k, temperature, likelihood)
+        if not gumbel_temperature > 0:
+            raise ValueError(f"model.mixture.gumbel_temperature={gumbel_temperature} (LatentGRPO): must be > 0.")
+        if not noise_scale >= 0:
+            raise ValueError(f"model.mixture.noise_scale={noise_scale} (LatentGRPO): must be >= 0 (the paper's scripts use 1.0).")
+        if not 0 < nucleus <= 1:
+            raise ValueError(f"model.mixture.nucleus={nucleus} (LatentGRPO): must be in (0, 1] (the paper's scripts use 0.95).")
+        self.gumbel_temperature, self.noise_scale, self.nucleus = gumbel_temperature, noise_scale, nucleus
+
+    @property
+    def detaches_inputs(self) -> bool:
+        """With the density likelihood the mixed inputs are data, as the paper's code feeds them."""
+        return self.likelihood == "density"
+
+    def _outside_nucleus(self, log_probs: Tensor) -> Tensor | None:
+        """``[..., V]`` the tokens past the nucleus (its top k always inside); None when it keeps all."""
+        if self.nucleus >= 1.0:
+            return None
+        sorted_log_probs, order = log_probs.sort(-1, descending=True)
+        probs = sorted_log_probs.exp()
+        rank = torch.arange(log_probs.shape[-1], device=log_probs.device)
+        outside = (probs.cumsum(-1) - probs >= self.nucleus) & (rank >= self.k)
+        return torch.zeros_like(outside).scatter(-1, order, outside)
+
+    def choose(self, log_probs: Tensor, embedding: nn.Module) -> MixtureStep:
+        low, high = LATENT_NOISE_RANGE
+        noise = self.noise_scale * (gumbel_noise_like(log_probs).clamp(low, high) - low)
+        scores = log_probs + noise
+        outside = self._outside_nucleus(log_probs)
+        if outside is not None:
+            scores = scores.masked_fill(outside, float("-inf"))
+        perturbed, support = scores.topk(min(self.k, log_probs.shape[-1]), dim=-1)
+        weights = torch.softmax(perturbed / self.gumbel_temperature, dim=-1)  # 0 on slots a top-p / min-p filter removed
+        return MixtureStep(support, weights, support[..., 0], {"perturbed": perturbed})
+
+    def density_log_likelihood(self, log_probs: Tensor, step: MixtureStep, embedding: nn.Module) -> Tensor:
+        """The mean over the slots of ``log Gumbel(s_i; log p_θ(S_i), 1)``."""
+        kept = torch.isfinite(step.extras["perturbed"])  # slots a top-p / min-p filter removed were never scored
+        location = kept_log_probs(log_probs, step.support, kept).masked_fill(~kept, 0.0)
+        values = step.extras["perturbed"].masked_fill(~kept, 0.0)
+        return (gumbel_log_density(values, location) * kept).sum(-1) / kept.sum(-1).clamp_min(1)
