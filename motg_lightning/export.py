@@ -7,7 +7,9 @@ its chat template) into ``exported/``, which ``AutoModelForCausalLM.from_pretrai
 loads with the trained policy's weights. The parameters a rule trained with the policy (HRPO's
 gate) are not a Hugging Face model's: they are written beside it, to ``mixture_rule.safetensors``,
 which ``motg_lightning.rules.parameters.load_rule_parameters(model, rule, "exported")`` puts back
-on the loaded model. A policy trained with adapters (``model.peft``) is
+on the loaded model (an adapter-only export holds them in the adapter file, as PEFT
+``modules_to_save``: give the base model them with ``attach_rule_parameters`` before
+``PeftModel.from_pretrained``). A policy trained with adapters (``model.peft``) is
 written with the adapters merged into the base weights, or, with ``--adapter-only``, as the
 adapter alone (``adapter_config.json``, ``adapter_model.safetensors``, the tokenizer), which
 ``peft.PeftModel.from_pretrained(base_model, "exported")`` loads onto the base model. The same from Python: ``export_checkpoint(ckpt, out_dir)``;

@@ -89,6 +89,7 @@ def test_the_gate_trains_with_the_policy_at_its_learning_rates_is_saved_and_expo
     initial = copy.deepcopy(_gate(module.policy).state_dict())
     run = trainer(max_steps=1)
     run.fit(module, datamodule())
+    assert run.optimizers[0].param_groups[0]["lr_scale"] == 1.0, "the model's own group first: train/lr logs it"
     groups = {group["lr_scale"]: group for group in run.optimizers[0].param_groups}
     assert {scale: group["lr"] for scale, group in groups.items()} == pytest.approx({1.0: 1e-3, 20.0: 2e-2, 200.0: 2e-1})
     assert [len(groups[scale]["params"]) for scale in (20.0, 200.0)] == [4, 1], "W_r, b_r, W_i, b_i; then Λ"
@@ -101,6 +102,10 @@ def test_the_gate_trains_with_the_policy_at_its_learning_rates_is_saved_and_expo
     restored.configure_model()
     for name, value in _gate(restored.policy).state_dict().items():
         torch.testing.assert_close(value, trained[name])
+    other = MoTGRPOModule(TINY_MODEL, grpo=GRPOOptions(num_generations=2, beta=0.1))
+    other.configure_model()
+    with pytest.raises(ValueError, match=r"^model.mixture: the checkpoint holds parameters of a rule of its own"):
+        other.on_load_checkpoint(torch.load(tmp_path / "hrpo.ckpt", weights_only=False))
     folder = export_checkpoint(tmp_path / "hrpo.ckpt", tmp_path / "exported")
     loaded = load_causal_lm(str(folder))
     for name, value in load_rule_parameters(loaded, HRPO(k=8), folder).state_dict().items():

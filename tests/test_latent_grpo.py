@@ -60,6 +60,9 @@ def test_only_the_most_likely_positive_rollout_of_a_group_trains_its_first_step(
     assert best_first_steps(advantages, log_likelihood, mask, 4).tolist() == [False, True, False, False,
                                                                                False, True, False, False]
     assert best_first_steps(-advantages.abs(), log_likelihood, mask, 4).all(), "no positive rollout: all train"
+    uncounted = mask.clone()
+    uncounted[1] = False  # a rollout with no counted step (say, masked as truncated) is no candidate
+    assert best_first_steps(advantages, log_likelihood, uncounted, 4)[:4].tolist() == [True, False, False, False]
 
 
 def test_update_targets_apply_both_stabilisers(tiny_model, prompts, make_settings):
@@ -79,3 +82,17 @@ def test_update_targets_apply_both_stabilisers(tiny_model, prompts, make_setting
     assert torch.equal(stabilised.policy_mask[:, 0], plain.policy_mask[:, 0] & winners)
     assert torch.equal(stabilised.policy_mask[:, 1:], plain.policy_mask[:, 1:])
     assert winners.sum() == 2, "one positive rollout per group (rows 1 and 3)"
+
+
+
+def test_batch_scaling_over_one_valid_rollout_divides_by_one_not_by_nan(tiny_model, prompts, make_settings):
+    from motg_lightning.rollout.generate import generate
+
+    torch.manual_seed(0)
+    rollout = generate(tiny_model, LatentGRPO(k=3), *prompts, make_settings(max_new_tokens=4))
+    rollout.truncated[:] = torch.tensor([True, True, True, True, True, False])
+    targets = update_targets(rollout, torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0, 2.0]), group_size=3, scale_rewards="batch",
+                             mask_truncated_completions=False, loss_type="dapo", top_entropy_quantile=1.0, max_new_tokens=4,
+                             mask_invalid_advantages=True)
+    # the lone valid rollout: its group's mean 0 (at most one valid member), the batch's std 1 (one valid reward)
+    torch.testing.assert_close(targets.advantages, torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0, 2.0 / (1 + 1e-4)]))

@@ -9,7 +9,7 @@ import torch
 from motg_lightning.grpo.loss import aggregate_loss
 from motg_lightning.grpo.objective import Normalisers, micro_batch_loss
 from motg_lightning.grpo.surrogates import PolicyTerm, importance_log_weights, policy_loss
-from motg_lightning.lightning.options import GRPOOptions
+from motg_lightning.lightning.options import GRPOOptions, ModuleOptions
 
 MASK = torch.tensor([[True, True, False]])
 
@@ -120,3 +120,7 @@ def test_the_options_give_the_policy_term():
         GRPOOptions(importance_sampling_level="sequence", loss_type="dapo")
     with pytest.warns(UserWarning, match="sequence changes nothing"):
         GRPOOptions(importance_sampling_level="sequence", loss_type="vespo")
+    with pytest.warns(UserWarning, match="no KL term to correct"):
+        GRPOOptions(use_bias_correction_kl=True)
+    with pytest.warns(UserWarning, match="nothing is filtered"):
+        ModuleOptions.of(rollout={}, grpo=GRPOOptions(loss_distribution="filtered"), memory={}, evaluation={}, logging={})

@@ -123,11 +123,11 @@ def update_targets(
     batch_tokens = mean_over_ranks(counted.float()) if loss_type in GLOBAL_TOKEN_MEAN else counted
     batch_entropy = gather_rows(rollout.entropy[loss_mask].float()) if top_entropy_quantile < 1 else None
     policy_mask = high_entropy_mask(rollout.entropy, loss_mask, top_entropy_quantile, batch_entropy)
+    bonus_mask = policy_mask & rollout.thinking
     if best_first_step:
         first = torch.ones_like(policy_mask)
         first[:, 0] = best_first_steps(advantages, rollout.log_likelihood, loss_mask, group_size)
         policy_mask = policy_mask & first
-    bonus_mask = policy_mask & rollout.thinking
     normalisers = Normalisers(counted, batch_tokens, loss_mask.shape[0], max_new_tokens, bonus_mask.sum())
     return UpdateTargets(advantages, loss_mask, policy_mask, normalisers, bonus_mask)
 
@@ -139,7 +139,10 @@ def _advantages(rollout: Rollout, rewards: Tensor, group_size: int, scale_reward
     if valid is None:
         return group_advantages(rewards, group_size, scale_rewards, batch_rewards=batch_rewards)
     advantages = valid_group_advantages(rewards, valid, group_size, scale=scale_rewards == "group")
-    return advantages / (batch_rewards.std() + 1e-4) if batch_rewards is not None else advantages
+    if batch_rewards is None:
+        return advantages
+    std = batch_rewards.std() if batch_rewards.numel() > 1 else batch_rewards.new_ones(())  # as a group with one member
+    return advantages / (std + 1e-4)
 
 
 @dataclass(frozen=True)

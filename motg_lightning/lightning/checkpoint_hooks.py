@@ -4,6 +4,7 @@ from it: the state a resumed run needs to go on exactly (:class:`ResumeState`), 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
@@ -11,8 +12,21 @@ from lightning.pytorch.strategies import ModelParallelStrategy
 
 from ..adapters import check_adapter_entries, is_adapted, trainable_entries
 from ..collectives import gather_objects
+from ..rules.parameters import owns_parameters
 from .distributed import FSDP2Strategy
 from .resume_state import ResumeState
+
+
+def check_rule_parameters(saved: Mapping[str, Any], expected: Mapping[str, Any]) -> None:
+    """Refuse a checkpoint whose mixture rule trained parameters of its own (HRPO's gate) that the
+    configured rule has not, or the other way round, naming ``model.mixture``."""
+    has, wants = any(map(owns_parameters, saved)), any(map(owns_parameters, expected))
+    if has != wants:
+        raise ValueError(
+            "model.mixture: the checkpoint " + ("holds" if has else "holds no") + " parameters of a rule of its own (HRPO's "
+            "gate) and the configured rule " + ("has none" if has else "has some") + "; resume with the rule it was "
+            "trained with (its hyperparameters say which), or start a new run."
+        )
 
 
 class CheckpointHooks(L.LightningModule):
@@ -45,6 +59,8 @@ class CheckpointHooks(L.LightningModule):
         if self._restored.reference is not None:
             self.configure_model()
             self.reference.load_state_dict(self._restored.reference)
+        if "state_dict" in checkpoint:
+            check_rule_parameters(checkpoint["state_dict"], self.state_dict())
         if is_adapted(self.policy) and "state_dict" in checkpoint:
             saved = checkpoint["state_dict"]
             check_adapter_entries(saved, self, where="model.peft")

@@ -174,6 +174,9 @@ class GRPOOptions:
         if sequence and self.loss_type in ("bnpo", "dr_grpo", "dapo", "cispo"):
             warnings.warn(f"model.grpo.importance_sampling_level=sequence with loss_type={self.loss_type}: the loss sums "
                           "per-step values, weighting each rollout by its length; GSPO's setup is loss_type=grpo.", stacklevel=3)
+        if self.use_bias_correction_kl and self.beta == 0:
+            warnings.warn("model.grpo.use_bias_correction_kl=true with model.grpo.beta=0: there is no KL term to correct.",
+                          stacklevel=3)
         if self.loss_type == "vespo" and sequence:
             warnings.warn("model.grpo.loss_type=vespo weighs each rollout by its own sequence-level weight: "
                           "importance_sampling_level=sequence changes nothing; leave it at token.", stacklevel=3)

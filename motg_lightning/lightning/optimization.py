@@ -24,12 +24,12 @@ DEFAULT_LR = 1e-6  # AdamW's learning rate when no optimizer is configured
 def parameter_groups(policy: nn.Module, rule: MixtureRule) -> list[dict[str, Any]]:
     """The policy's trainable parameters in optimizer groups: one of the model's own, and one per
     learning-rate scale of the parameters the rule trains (HRPO's gate), each with its ``lr_scale``."""
-    scales: dict[float, list[Tensor]] = {}
+    scales: dict[float, list[Tensor]] = {1.0: []}  # the model's own first: its learning rate is the one logged
     for name, parameter in policy.named_parameters():
         if parameter.requires_grad:
             scale = rule.learning_rate_scale(name) if owns_parameters(name) else 1.0
             scales.setdefault(scale, []).append(parameter)
-    return [{"params": parameters, "lr_scale": scale} for scale, parameters in scales.items()]
+    return [{"params": parameters, "lr_scale": scale} for scale, parameters in scales.items() if parameters]
 
 
 def configure_optimization(

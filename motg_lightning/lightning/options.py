@@ -9,6 +9,7 @@ is refused by the CLI with its new place (:data:`MOVED_KEYS`).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -188,6 +189,11 @@ class ModuleOptions:
     memory: MemoryOptions
     evaluation: EvaluationOptions
     logging: LoggingOptions
+
+    def __post_init__(self) -> None:
+        if self.grpo.loss_distribution == "filtered" and not SamplingFilter(self.rollout.top_p, self.rollout.min_p).active:
+            warnings.warn("model.grpo.loss_distribution=filtered without model.rollout.top_p or min_p: nothing is filtered, "
+                          "so it scores as unfiltered does.", stacklevel=3)
 
     @classmethod
     def of(cls, **groups: Any) -> ModuleOptions:

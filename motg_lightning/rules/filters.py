@@ -32,7 +32,9 @@ def validate_filters(top_p: float, min_p: float | None, owner: str = "model") ->
 
 def recorded_ids(step: MixtureStep) -> Tensor:
     """``[..., k + 1]`` the ids a recorded step drew or fed: its token and the support slots with
-    weight (a slot without weight stands in as the token)."""
+    weight (a slot without weight stands in as the token). Every rule gives a positive weight to
+    each slot its likelihood scores (Dirichlet, Gumbel and Latent-GRPO hold a scored slot's weight
+    at least at the smallest normal float)."""
     slots = torch.where(step.weights > 0, step.support, step.token.unsqueeze(-1))
     return torch.cat([slots, step.token.unsqueeze(-1)], dim=-1)
 
@@ -59,6 +61,7 @@ class SamplingFilter:
         probable token always survives); None when no filter is active."""
         if not self.active:
             return None
+        log_probs = log_probs.detach()  # a mask: no autograd record of the sort over the vocabulary
         removed = torch.zeros_like(log_probs, dtype=torch.bool)
         if self.min_p:
             threshold = log_probs.max(-1, keepdim=True).values + torch.log(torch.tensor(self.min_p))

@@ -58,10 +58,13 @@ class HybridGate(nn.Module):
         self.decay.copy_(-torch.log(u ** (-1.0 / self.c) - 1.0))
 
     def forward(self, token_embedding: Tensor, hidden: Tensor) -> Tensor:
-        recurrence = torch.sigmoid(F.linear(token_embedding, self.recurrence_weight, self.recurrence_bias))
-        input_gate = torch.sigmoid(F.linear(token_embedding, self.input_weight, self.input_bias))
-        a = torch.exp(-self.c * F.softplus(-self.decay) * recurrence)
-        return a * token_embedding + torch.sqrt(1 - a.pow(2) + GATE_EPSILON) * (input_gate * hidden)
+        """The blended input, in ``token_embedding``'s dtype; ``a`` and the blend are computed in
+        float32 (in bfloat16, ``a`` of 0.995 to 0.9995 rounds to 0.9961 or 1)."""
+        recurrence = torch.sigmoid(F.linear(token_embedding, self.recurrence_weight, self.recurrence_bias).float())
+        input_gate = torch.sigmoid(F.linear(token_embedding, self.input_weight, self.input_bias).float())
+        a = torch.exp(-self.c * F.softplus(-self.decay.float()) * recurrence)
+        blended = a * token_embedding.float() + torch.sqrt(1 - a.pow(2) + GATE_EPSILON) * (input_gate * hidden.float())
+        return blended.to(token_embedding.dtype)
 
 
 class HRPO(MixtureRule):

@@ -29,6 +29,14 @@ from .base import (
 )
 
 
+def positive_where_finite(weights: Tensor, perturbed: Tensor) -> Tensor:
+    """``weights`` at least the smallest normal float on the slots whose perturbed value is finite
+    (a softmax at a low temperature can round a scored slot to 0), 0 on the others (a top-p /
+    min-p filter removed them): ``w > 0`` marks exactly the slots the density scores."""
+    kept = torch.isfinite(perturbed)
+    return torch.where(kept, weights.clamp_min(torch.finfo(weights.dtype).tiny), 0.0)
+
+
 def gumbel_log_density(values: Tensor, location: Tensor) -> Tensor:
     """``log f(z; μ, 1) = −(z − μ) − exp(−(z − μ))`` of a standard-scale Gumbel, elementwise."""
     shifted = values - location
@@ -69,7 +77,7 @@ class Gumbel(MixtureRule):
         top_log_probs, support = log_probs.topk(min(self.k, log_probs.shape[-1]), dim=-1)
         log_q = torch.log_softmax(top_log_probs, dim=-1)  # -inf on slots a top-p / min-p filter removed
         perturbed = log_q + gumbel_noise_like(log_q)
-        weights = torch.softmax(perturbed / self.gumbel_temperature, dim=-1)
+        weights = positive_where_finite(torch.softmax(perturbed / self.gumbel_temperature, dim=-1), perturbed)
         token = support.gather(-1, perturbed.argmax(-1, keepdim=True)).squeeze(-1)
         return MixtureStep(support, weights, token, {"perturbed": perturbed})
 
@@ -189,7 +197,7 @@ class LatentGRPO(MixtureRule):
         if outside is not None:
             scores = scores.masked_fill(outside, float("-inf"))
         perturbed, support = scores.topk(min(self.k, log_probs.shape[-1]), dim=-1)
-        weights = torch.softmax(perturbed / self.gumbel_temperature, dim=-1)  # 0 on slots a top-p / min-p filter removed
+        weights = positive_where_finite(torch.softmax(perturbed / self.gumbel_temperature, dim=-1), perturbed)
         return MixtureStep(support, weights, support[..., 0], {"perturbed": perturbed})
 
     def density_log_likelihood(self, log_probs: Tensor, step: MixtureStep, embedding: nn.Module) -> Tensor:
