@@ -176,13 +176,7 @@ class MixtureRule(ABC):
     def step_log_likelihood(self, log_probs: Tensor, step: MixtureStep, embedding: nn.Module) -> Tensor:
         """Log-likelihood of a recorded thinking step under ``[..., V]`` log-probs: the method of
         :attr:`likelihood` (one of ``LIKELIHOODS``, checked at construction)."""
-        scorers = {
-            "representative": self.representative_log_likelihood,
-            "weighted": self.weighted_log_likelihood,
-            "density": self.density_log_likelihood,
-            "sum": self.sum_log_likelihood,
-        }
-        return scorers[self.likelihood](log_probs, step, embedding)
+        return getattr(self, f"{self.likelihood}_log_likelihood")(log_probs, step, embedding)
 
     def representative_log_likelihood(self, log_probs: Tensor, step: MixtureStep, embedding: nn.Module) -> Tensor:
         """``log π(r_t)`` of the representative token."""
