@@ -264,12 +264,13 @@ def test_progress_bar_counts_optimizer_steps_of_max_steps_from_the_resumed_step(
 
 
 def _resolved_mixture(*args):
+    """``model.mixture`` as `python main.py fit ARGS --print_config` prints it: parsed by the same
+    parser, in this process (paths relative to the repository, as the README writes them)."""
     import yaml
 
-    result = subprocess.run(
-        [sys.executable, "main.py", "fit", *args, "--print_config"], cwd=ROOT, capture_output=True, text=True, check=True
-    )
-    return yaml.safe_load(result.stdout)["model"]["mixture"]
+    parser = fit_parser()
+    config = parser.parse_args([str(ROOT / a) if a.startswith("configs/") else a for a in args])
+    return yaml.safe_load(parser.dump(config))["model"]["mixture"]
 
 
 def _constructor_defaults(class_path):
