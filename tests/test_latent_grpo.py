@@ -96,3 +96,24 @@ def test_batch_scaling_over_one_valid_rollout_divides_by_one_not_by_nan(tiny_mod
                              mask_invalid_advantages=True)
     # the lone valid rollout: its group's mean 0 (at most one valid member), the batch's std 1 (one valid reward)
     torch.testing.assert_close(targets.advantages, torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0, 2.0 / (1 + 1e-4)]))
+
+
+EMBEDDING_WIDE = torch.nn.Embedding(4096, 8)  # the rule reads only its width
+
+
+def test_peaked_rows_take_the_same_top_k_without_sorting_the_vocabulary():
+    """On a CPU, when no token past the 256 most probable can reach the top k, the rule scores
+    those alone; one flat row sends the whole batch through the full sort. The noise is drawn over
+    the whole vocabulary either way, so the peaked rows must come out the same."""
+    rule = LatentGRPO(k=10)
+    generator = torch.Generator().manual_seed(3)
+    peaked = torch.log_softmax(8.0 * torch.randn(6, 4096, generator=generator), -1)
+    flat = torch.log_softmax(0.1 * torch.randn(1, 4096, generator=generator), -1)
+    torch.manual_seed(0)
+    alone = rule.choose(peaked, EMBEDDING_WIDE)
+    torch.manual_seed(0)
+    with_flat = rule.choose(torch.cat([peaked, flat]), EMBEDDING_WIDE)
+    assert torch.equal(alone.support, with_flat.support[:6])
+    torch.testing.assert_close(alone.extras["perturbed"], with_flat.extras["perturbed"][:6], rtol=0, atol=0)
+    assert torch.isfinite(with_flat.extras["perturbed"][6]).all(), "the flat row's nucleus holds far more than 10 tokens"
+

@@ -134,6 +134,8 @@ class Multiplex(MixtureRule):
 
 #: Latent-GRPO's bounds of a Gumbel draw before its shift to one side (its released code's)
 LATENT_NOISE_RANGE = (-1.5, 3.0)
+#: the most probable tokens Latent-GRPO's rule scores first, before sorting the whole vocabulary
+NUCLEUS_CANDIDATES = 256
 
 
 class LatentGRPO(MixtureRule):
@@ -179,24 +181,46 @@ class LatentGRPO(MixtureRule):
         """With the density likelihood the mixed inputs are data, as the paper's code feeds them."""
         return self.likelihood == "density"
 
-    def _outside_nucleus(self, log_probs: Tensor) -> Tensor | None:
-        """``[..., V]`` the tokens past the nucleus (its top k always inside); None when it keeps all."""
-        if self.nucleus >= 1.0:
-            return None
+    def _outside_nucleus(self, log_probs: Tensor) -> Tensor:
+        """``[..., V]`` the tokens past the nucleus (its top k always inside)."""
         sorted_log_probs, order = log_probs.sort(-1, descending=True)
         probs = sorted_log_probs.exp()
         rank = torch.arange(log_probs.shape[-1], device=log_probs.device)
         outside = (probs.cumsum(-1) - probs >= self.nucleus) & (rank >= self.k)
         return torch.zeros_like(outside).scatter(-1, order, outside)
 
+    def _candidate_scores(self, log_probs: Tensor, noise: Tensor) -> tuple[Tensor, Tensor] | None:
+        """The scores of the :data:`NUCLEUS_CANDIDATES` most probable tokens and their ids, when no
+        other token can be among the top k: every row's candidates hold the nucleus, or the least
+        probable of them is below the k-th log-probability less the largest noise (noise is never
+        negative, so no token below can outscore the top k). None otherwise, and under compile
+        (the test reads a value) and off the CPU (where the sort it saves is cheap)."""
+        count = min(NUCLEUS_CANDIDATES, log_probs.shape[-1])
+        if torch.compiler.is_compiling() or log_probs.device.type != "cpu" or count < self.k:
+            return None
+        top, ids = log_probs.topk(count, dim=-1)  # sorted, most probable first
+        probs = top.exp()
+        low, high = LATENT_NOISE_RANGE
+        reach = top[..., self.k - 1] - self.noise_scale * (high - low)
+        if not ((probs.sum(-1) >= self.nucleus) | (top[..., -1] < reach)).all():
+            return None
+        inside = (probs.cumsum(-1) - probs < self.nucleus) | (torch.arange(count, device=top.device) < self.k)
+        return (top + noise.gather(-1, ids)).masked_fill(~inside, float("-inf")), ids
+
     def choose(self, log_probs: Tensor, embedding: nn.Module) -> MixtureStep:
         low, high = LATENT_NOISE_RANGE
-        noise = self.noise_scale * (gumbel_noise_like(log_probs).clamp(low, high) - low)
-        scores = log_probs + noise
-        outside = self._outside_nucleus(log_probs)
-        if outside is not None:
-            scores = scores.masked_fill(outside, float("-inf"))
-        perturbed, support = scores.topk(min(self.k, log_probs.shape[-1]), dim=-1)
+        noise = self.noise_scale * (gumbel_noise_like(log_probs).clamp(low, high) - low)  # over the vocabulary: the same draws either way
+        k = min(self.k, log_probs.shape[-1])
+        candidates = self._candidate_scores(log_probs, noise) if self.nucleus < 1.0 else None
+        if candidates is not None:  # the same top k as below, without sorting the vocabulary
+            scores, ids = candidates
+            perturbed, slots = scores.topk(k, dim=-1)
+            support = ids.gather(-1, slots)
+        else:
+            scores = log_probs + noise
+            if self.nucleus < 1.0:
+                scores = scores.masked_fill(self._outside_nucleus(log_probs), float("-inf"))
+            perturbed, support = scores.topk(k, dim=-1)
         weights = positive_where_finite(torch.softmax(perturbed / self.gumbel_temperature, dim=-1), perturbed)
         return MixtureStep(support, weights, support[..., 0], {"perturbed": perturbed})
 
