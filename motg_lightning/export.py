@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any, get_args
 
 import torch
+from lightning.pytorch.cli import instantiate_class
 from transformers import AutoModelForCausalLM
 
 from .adapters import add_adapters, check_adapter_entries, lora_config
@@ -116,8 +116,7 @@ def trained_rule(setting: Any) -> MixtureRule | None:
     if setting is None or isinstance(setting, MixtureRule):
         return setting
     if isinstance(setting, Mapping) and "class_path" in setting:
-        module_name, _, class_name = setting["class_path"].rpartition(".")
-        return getattr(importlib.import_module(module_name), class_name)(**(setting.get("init_args") or {}))
+        return instantiate_class((), {**setting, "init_args": setting.get("init_args") or {}})
     raise ValueError(f"model.mixture={setting!r} in the checkpoint's hyperparameters: not a mixture rule.")
 
 
@@ -174,11 +173,11 @@ def export_trained(
     if template is None or lora is not None:
         # the architecture, config and generation config as training loaded them (the weights are replaced)
         template = load_causal_lm(name, hparams.get("dtype", "float32"))
+    if lora is None:  # the rule's own parameters, if any, are among the weights (export_policy writes them apart)
+        return export_policy(template, tokenizer, weights, out_dir, dtype)
     rule = trained_rule(hparams.get("mixture"))
     if rule is not None:
-        attach_rule_parameters(template, rule)  # HRPO's gate, so that adapters find it among their modules_to_save
-    if lora is None:
-        return export_policy(template, tokenizer, weights, out_dir, dtype)
+        attach_rule_parameters(template, rule)  # HRPO's gate, so that the adapters find it among their modules_to_save
     adapted = add_adapters(template, lora)
     check_adapter_entries(weights, adapted, where="export")
     adapted.load_state_dict(dict(weights), strict=False)

@@ -99,7 +99,6 @@ def test_the_gate_trains_with_the_policy_at_its_learning_rates_is_saved_and_expo
         "the reference keeps the initial gate"
     run.save_checkpoint(tmp_path / "hrpo.ckpt")
     restored = MoTGRPOModule.load_from_checkpoint(tmp_path / "hrpo.ckpt", weights_only=False)  # its reward is test_module's
-    restored.configure_model()
     for name, value in _gate(restored.policy).state_dict().items():
         torch.testing.assert_close(value, trained[name])
     other = MoTGRPOModule(TINY_MODEL, grpo=GRPOOptions(num_generations=2, beta=0.1))

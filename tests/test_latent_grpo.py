@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from motg_lightning.grpo.latent_stabilisers import best_first_steps, valid_group_advantages
+from motg_lightning.grpo.latent_stabilisers import best_first_steps
+from motg_lightning.grpo.loss import group_advantages
 from motg_lightning.grpo.objective import update_targets
 from motg_lightning.rules.base import MixtureStep
 from motg_lightning.rules.related import LatentGRPO
@@ -44,11 +45,11 @@ def test_the_density_is_the_mean_standard_gumbel_log_density_of_each_slot_s_impl
 def test_invalid_rollouts_get_no_advantage_and_stay_out_of_their_group_s_statistics():
     rewards = torch.tensor([1.0, 0.0, 1.0, 0.5, 2.0, 0.0, 0.0, 0.0])
     valid = torch.tensor([True, True, False, True, True, False, False, False])
-    advantages = valid_group_advantages(rewards, valid, group_size=4, scale=True)
+    advantages = group_advantages(rewards, 4, "group", valid=valid)
     # group 1: valid rewards 1, 0, 0.5: mean 0.5, unbiased std 0.5; group 2: one valid member, mean 0 and std 1
     expected = torch.tensor([0.5 / (0.5 + 1e-4), -0.5 / (0.5 + 1e-4), 0.0, 0.0, 2.0 / (1 + 1e-4), 0.0, 0.0, 0.0])
     torch.testing.assert_close(advantages, expected)
-    torch.testing.assert_close(valid_group_advantages(rewards, valid, 4, scale=False)[:4], torch.tensor([0.5, -0.5, 0.0, 0.0]))
+    torch.testing.assert_close(group_advantages(rewards, 4, "none", valid=valid)[:4], torch.tensor([0.5, -0.5, 0.0, 0.0]))
 
 
 def test_only_the_most_likely_positive_rollout_of_a_group_trains_its_first_step():
@@ -77,11 +78,12 @@ def test_update_targets_apply_both_stabilisers(tiny_model, prompts, make_setting
     plain = update_targets(rollout, rewards, **options)
     stabilised = update_targets(rollout, rewards, **options, mask_invalid_advantages=True, best_first_step=True)
     assert plain.advantages[0] > 0 and stabilised.advantages[[0, 5]].eq(0).all()
-    torch.testing.assert_close(stabilised.advantages[1:3], valid_group_advantages(rewards[:3], ~rollout.truncated[:3], 3, True)[1:])
-    winners = best_first_steps(stabilised.advantages, rollout.log_likelihood, stabilised.loss_mask, 3)
+    # group 1 without row 0: rewards 1 and 0, mean 0.5, unbiased std √0.5; group 2 without row 5 likewise
+    std = math.sqrt(0.5)
+    torch.testing.assert_close(stabilised.advantages[1:5], torch.tensor([0.5, -0.5, 0.5, -0.5]) / (std + 1e-4))
+    winners = torch.tensor([False, True, False, True, False, False])  # one positive rollout per group: rows 1 and 3
     assert torch.equal(stabilised.policy_mask[:, 0], plain.policy_mask[:, 0] & winners)
     assert torch.equal(stabilised.policy_mask[:, 1:], plain.policy_mask[:, 1:])
-    assert winners.sum() == 2, "one positive rollout per group (rows 1 and 3)"
 
 
 
@@ -109,6 +111,8 @@ def test_peaked_rows_take_the_same_top_k_without_sorting_the_vocabulary():
     generator = torch.Generator().manual_seed(3)
     peaked = torch.log_softmax(8.0 * torch.randn(6, 4096, generator=generator), -1)
     flat = torch.log_softmax(0.1 * torch.randn(1, 4096, generator=generator), -1)
+    assert rule._candidate_scores(peaked, torch.zeros_like(peaked)) is not None, "the peaked rows alone take the shortcut"
+    assert rule._candidate_scores(torch.cat([peaked, flat]), torch.zeros(7, 4096)) is None, "the flat row sorts"
     torch.manual_seed(0)
     alone = rule.choose(peaked, EMBEDDING_WIDE)
     torch.manual_seed(0)

@@ -114,8 +114,11 @@ def test_impossible_settings_are_refused_naming_the_field(options, message):
 
 
 def test_the_options_give_the_policy_term():
-    term = GRPOOptions(loss_type="luspo", importance_sampling_level="sequence", epsilon_high=0.28, delta=2.0).policy_term
-    assert term == PolicyTerm("luspo", "sequence", 0.2, 0.28, 2.0, 1.0, 1.05, 2.0, 3.0, 3.0, 2.0)
+    term = GRPOOptions(loss_type="luspo", importance_sampling_level="sequence", epsilon_high=0.28, delta=2.0,
+                       vespo_k_pos=1.5, vespo_lambda_pos=2.5, vespo_k_neg=3.5, vespo_lambda_neg=4.5).policy_term
+    assert term == PolicyTerm(loss_type="luspo", importance_sampling_level="sequence", epsilon=0.2, epsilon_high=0.28, delta=2.0,
+                              sapo_temperature_pos=1.0, sapo_temperature_neg=1.05, vespo_k_pos=1.5, vespo_lambda_pos=2.5,
+                              vespo_k_neg=3.5, vespo_lambda_neg=4.5)
     with pytest.warns(UserWarning, match="weighting each rollout by its length"):
         GRPOOptions(importance_sampling_level="sequence", loss_type="dapo")
     with pytest.warns(UserWarning, match="sequence changes nothing"):

@@ -2,7 +2,8 @@
 them; each is a GRPO option (``model.grpo.mask_invalid_advantages``, ``model.grpo.best_first_step``).
 
 * Invalid samples: a truncated completion (one that hit ``max_new_tokens``, the code's test of an
-  invalid sample) gets advantage 0 and is left out of its group's mean and std.
+  invalid sample) gets advantage 0 and is left out of its group's mean and std
+  (:func:`motg_lightning.grpo.loss.group_advantages` with ``valid``).
 * The best correct path's first step: latent mixtures are not closed under averaging, so
   reinforcing several correct first steps of one group pushes the first input towards a mixture
   none of them was. Of each group's rollouts with a positive advantage, only the one the policy
@@ -14,22 +15,6 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-
-
-def valid_group_advantages(rewards: Tensor, valid: Tensor, group_size: int, scale: bool, eps: float = 1e-4) -> Tensor:
-    """``[N]`` advantages over each group's ``valid`` members alone: ``(R − mean) / (std + eps)``
-    of the valid rewards (``scale``; else only centred), 0 for the others. A group with at most
-    one valid member has mean 0 and std 1, as the paper's code."""
-    rewards, valid = rewards.reshape(-1, group_size), valid.reshape(-1, group_size)
-    weights = valid.to(rewards.dtype)
-    count = weights.sum(-1, keepdim=True)
-    mean = (rewards * weights).sum(-1, keepdim=True) / count.clamp_min(1)
-    variance = ((rewards - mean).pow(2) * weights).sum(-1, keepdim=True) / (count - 1).clamp_min(1)  # unbiased, as torch.std
-    several = count > 1
-    mean = torch.where(several, mean, 0.0)
-    std = torch.where(several, variance.sqrt(), 1.0)
-    advantages = (rewards - mean) / (std + eps) if scale else rewards - mean
-    return (advantages * weights).reshape(-1)
 
 
 def best_first_steps(advantages: Tensor, log_likelihood: Tensor, mask: Tensor, group_size: int) -> Tensor:

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel
 
-from ..rules.base import MixtureRule, MixtureStep
+from ..rules.base import MixtureRule, MixtureStep, next_token_entropy
 from ..rules.filters import SamplingFilter, recorded_ids
 from ..rollout.record import Rollout, recorded_log_likelihood
 
@@ -35,7 +35,7 @@ def score_steps(
     scores = recorded_log_likelihood(rule, scored, step, thinking, embedding)
     if not with_entropy:
         return scores
-    return torch.stack([scores, -(log_probs.exp() * log_probs).sum(-1)], dim=-1)
+    return torch.stack([scores, next_token_entropy(log_probs)], dim=-1)
 
 
 def _score_chunk(

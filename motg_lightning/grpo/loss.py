@@ -16,7 +16,7 @@ GLOBAL_TOKEN_MEAN = ("dapo", "cispo", "vespo")
 
 def group_advantages(
     rewards: Tensor, group_size: int, scale_rewards: ScaleRewards = "group", eps: float = 1e-4,
-    batch_rewards: Tensor | None = None,
+    batch_rewards: Tensor | None = None, valid: Tensor | None = None,
 ) -> Tensor:
     """``A_g = (R_g − mean_G(R)) / (std_G(R) + eps)``, one value per rollout.
 
@@ -25,17 +25,40 @@ def group_advantages(
         scale_rewards: divide by the group's std (``group``, GRPO), the batch's std (``batch``)
             or not at all (``none``, Dr. GRPO, arXiv 2503.20783).
         batch_rewards: the rewards of the whole batch whose std ``batch`` divides by: every
-            process's, as TRL gathers them before computing advantages; default ``rewards``.
+            process's, as TRL gathers them before computing advantages; default ``rewards``. Fewer
+            than two divide by 1.
+        valid: ``[N]`` the rollouts the group statistics run over (Latent-GRPO's invalid-sample
+            masking, :mod:`.latent_stabilisers`); the others get advantage 0, and a group with at
+            most one valid rollout has mean 0 and std 1, as that paper's code. None: every rollout.
     """
     if rewards.numel() % group_size:
         raise ValueError(f"{rewards.numel()} rewards do not split into groups of num_generations={group_size}.")
     grouped = rewards.reshape(-1, group_size)
-    centred = (grouped - grouped.mean(-1, keepdim=True)).reshape(-1)
+    if valid is None:
+        centred = (grouped - grouped.mean(-1, keepdim=True)).reshape(-1)
+        group_std = grouped.std(-1).repeat_interleave(group_size)
+    else:
+        centred, group_std = valid_group_statistics(grouped, valid.reshape(-1, group_size))
     if scale_rewards == "group":
-        return centred / (grouped.std(-1).repeat_interleave(group_size) + eps)
+        return centred / (group_std + eps)
     if scale_rewards == "batch":
-        return centred / ((rewards if batch_rewards is None else batch_rewards).std() + eps)
+        whole = rewards if batch_rewards is None else batch_rewards
+        return centred / ((whole.std() if whole.numel() > 1 else whole.new_ones(())) + eps)
     return centred
+
+
+def valid_group_statistics(grouped: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+    """``[N]`` rewards centred on their group's valid mean (0 where not valid) and ``[N]`` that
+    group's unbiased std over its valid rewards (as ``torch.std``); a group with at most one valid
+    reward has mean 0 and std 1."""
+    weights = valid.to(grouped.dtype)
+    count = weights.sum(-1, keepdim=True)
+    mean = (grouped * weights).sum(-1, keepdim=True) / count.clamp_min(1)
+    variance = ((grouped - mean).pow(2) * weights).sum(-1, keepdim=True) / (count - 1).clamp_min(1)
+    several = count > 1
+    mean = torch.where(several, mean, 0.0)
+    std = torch.where(several, variance.sqrt(), 1.0).expand_as(grouped)
+    return ((grouped - mean) * weights).reshape(-1), std.reshape(-1)
 
 
 def zero_variance_groups(rewards: Tensor, group_size: int) -> Tensor:

@@ -13,7 +13,7 @@ from .loss import (
     GLOBAL_TOKEN_MEAN, KL_LOG_RATIO_LIMIT, LossType, ScaleRewards, aggregate_loss, group_advantages, high_entropy_mask,
     k3_kl, token_mean,
 )
-from .latent_stabilisers import best_first_steps, valid_group_advantages
+from .latent_stabilisers import best_first_steps
 from .surrogates import PolicyTerm, importance_log_weights, policy_loss
 
 
@@ -92,14 +92,15 @@ def micro_batch_loss(
 @dataclass(frozen=True)
 class UpdateTargets:
     """What the update fits, fixed once per step: ``[N]`` advantages, the ``[N, T]`` steps that
-    count (``loss_mask``), those the policy term trains on (``policy_mask``) and, of these, the
-    thinking steps an entropy bonus acts on (``bonus_mask``), the normalisers."""
+    count (``loss_mask``), those the policy term trains on (``policy_mask``), the thinking steps
+    an entropy bonus acts on (``bonus_mask``: the policy term's before ``best_first_step``
+    narrows it), the normalisers."""
 
     advantages: Tensor
     loss_mask: Tensor
     policy_mask: Tensor
     normalisers: Normalisers
-    bonus_mask: Tensor | None = None
+    bonus_mask: Tensor
 
 
 def update_targets(
@@ -115,7 +116,9 @@ def update_targets(
 
     Statistics TRL takes over the whole batch (the ``batch`` reward std, the entropy quantile, the
     ``dapo`` token count) are taken over every process's rows; groups need no other process."""
-    advantages = _advantages(rollout, rewards, group_size, scale_rewards, mask_invalid_advantages)
+    valid = ~rollout.truncated if mask_invalid_advantages else None
+    batch_rewards = gather_rows(rewards if valid is None else rewards[valid]) if scale_rewards == "batch" else None
+    advantages = group_advantages(rewards, group_size, scale_rewards, batch_rewards=batch_rewards, valid=valid)
     loss_mask = rollout.loss_mask
     if mask_truncated_completions:
         loss_mask = loss_mask & ~rollout.truncated.unsqueeze(-1)
@@ -125,24 +128,10 @@ def update_targets(
     policy_mask = high_entropy_mask(rollout.entropy, loss_mask, top_entropy_quantile, batch_entropy)
     bonus_mask = policy_mask & rollout.thinking
     if best_first_step:
-        first = torch.ones_like(policy_mask)
-        first[:, 0] = best_first_steps(advantages, rollout.log_likelihood, loss_mask, group_size)
-        policy_mask = policy_mask & first
+        policy_mask = policy_mask.clone()
+        policy_mask[:, 0] &= best_first_steps(advantages, rollout.log_likelihood, loss_mask, group_size)
     normalisers = Normalisers(counted, batch_tokens, loss_mask.shape[0], max_new_tokens, bonus_mask.sum())
     return UpdateTargets(advantages, loss_mask, policy_mask, normalisers, bonus_mask)
-
-
-def _advantages(rollout: Rollout, rewards: Tensor, group_size: int, scale_rewards: ScaleRewards, valid_only: bool) -> Tensor:
-    """Group-normalised advantages (``valid_only``: over the rollouts that were not truncated)."""
-    valid = ~rollout.truncated if valid_only else None
-    batch_rewards = gather_rows(rewards if valid is None else rewards[valid]) if scale_rewards == "batch" else None
-    if valid is None:
-        return group_advantages(rewards, group_size, scale_rewards, batch_rewards=batch_rewards)
-    advantages = valid_group_advantages(rewards, valid, group_size, scale=scale_rewards == "group")
-    if batch_rewards is None:
-        return advantages
-    std = batch_rewards.std() if batch_rewards.numel() > 1 else batch_rewards.new_ones(())  # as a group with one member
-    return advantages / (std + 1e-4)
 
 
 @dataclass(frozen=True)

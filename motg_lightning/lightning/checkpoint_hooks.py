@@ -4,7 +4,7 @@ from it: the state a resumed run needs to go on exactly (:class:`ResumeState`), 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable
 from typing import Any
 
 import lightning as L
@@ -17,9 +17,10 @@ from .distributed import FSDP2Strategy
 from .resume_state import ResumeState
 
 
-def check_rule_parameters(saved: Mapping[str, Any], expected: Mapping[str, Any]) -> None:
+def check_rule_parameters(saved: Iterable[str], expected: Iterable[str]) -> None:
     """Refuse a checkpoint whose mixture rule trained parameters of its own (HRPO's gate) that the
-    configured rule has not, or the other way round, naming ``model.mixture``."""
+    configured rule has not, or the other way round, naming ``model.mixture`` (``saved``: the
+    checkpoint's entry names; ``expected``: the module's parameter names)."""
     has, wants = any(map(owns_parameters, saved)), any(map(owns_parameters, expected))
     if has != wants:
         raise ValueError(
@@ -53,14 +54,15 @@ class CheckpointHooks(L.LightningModule):
             checkpoint["state_dict"] = trainable_entries(checkpoint["state_dict"], self)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "state_dict" in checkpoint:  # before any state of the model loads, so its message is the one shown
+            self.configure_model()
+            check_rule_parameters(checkpoint["state_dict"], [name for name, _ in self.named_parameters()])
         self._restored = ResumeState.load(checkpoint)
         if self._restored.entropy_bonus is not None:
             self.entropy_bonus.load_state_dict(self._restored.entropy_bonus)
         if self._restored.reference is not None:
             self.configure_model()
             self.reference.load_state_dict(self._restored.reference)
-        if "state_dict" in checkpoint:
-            check_rule_parameters(checkpoint["state_dict"], self.state_dict())
         if is_adapted(self.policy) and "state_dict" in checkpoint:
             saved = checkpoint["state_dict"]
             check_adapter_entries(saved, self, where="model.peft")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Literal
 
 from ..grpo.entropy_bonus import EntropyBonus
@@ -192,9 +192,8 @@ class GRPOOptions:
     @property
     def policy_term(self) -> PolicyTerm:
         """The policy term's settings (:mod:`motg_lightning.grpo.surrogates`)."""
-        return PolicyTerm(self.loss_type, self.importance_sampling_level, self.epsilon, self.clip_high, self.delta,
-                          self.sapo_temperature_pos, self.sapo_temperature_neg, self.vespo_k_pos, self.vespo_lambda_pos,
-                          self.vespo_k_neg, self.vespo_lambda_neg)
+        shared = {field.name: getattr(self, field.name) for field in fields(PolicyTerm)}  # TRL's names on both
+        return PolicyTerm(**{**shared, "epsilon_high": self.clip_high})
 
     @property
     def clip_high(self) -> float:

@@ -92,6 +92,11 @@ class RolloutOptions:
         """Whether any setting makes the rollout append `forced_answer` itself."""
         return self.thinking_budget is not None or self.force_answer_on_eos or self.cold_stop_entropy is not None
 
+    @property
+    def sampling_filter(self) -> SamplingFilter:
+        """The top-p / min-p filters of :attr:`top_p` and :attr:`min_p`."""
+        return SamplingFilter(self.top_p, self.min_p)
+
     def settings(self, tokenizer: PreTrainedTokenizerBase, eos_ids: Iterable[int]) -> RolloutSettings:
         """These options resolved into token ids with ``tokenizer``; ``eos_ids`` end a sequence."""
         forced = tokenizer.encode(self.forced_answer, add_special_tokens=False) if self.forces else []
@@ -191,7 +196,7 @@ class ModuleOptions:
     logging: LoggingOptions
 
     def __post_init__(self) -> None:
-        if self.grpo.loss_distribution == "filtered" and not SamplingFilter(self.rollout.top_p, self.rollout.min_p).active:
+        if self.grpo.loss_distribution == "filtered" and not self.rollout.sampling_filter.active:
             warnings.warn("model.grpo.loss_distribution=filtered without model.rollout.top_p or min_p: nothing is filtered, "
                           "so it scores as unfiltered does.", stacklevel=3)
 
@@ -207,7 +212,7 @@ class ModuleOptions:
         `grpo.loss_distribution: filtered`, else None (the whole tempered distribution)."""
         if self.grpo.loss_distribution == "unfiltered":
             return None
-        return SamplingFilter(self.rollout.top_p, self.rollout.min_p)
+        return self.rollout.sampling_filter
 
     def as_dicts(self) -> dict[str, dict[str, Any]]:
         """Each group as a mapping of its fields."""

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 from transformers import PreTrainedModel
 
-from ..rules.base import MixtureRule, MixtureStep, sample_index
+from ..rules.base import MixtureRule, MixtureStep, next_token_entropy, sample_index
 from ..rules.filters import SamplingFilter, recorded_ids
 from .decoder import decode_forward
 from .phase import Phase
@@ -60,7 +60,7 @@ def choose(
     # the likelihood under the distribution the step was drawn from (a forced token kept in it)
     sampling = SamplingFilter.restrict(log_probs, removed, recorded_ids(chosen))
     log_likelihood = recorded_log_likelihood(rule, sampling, chosen, mixing, embedding)
-    entropy = -(probs * log_probs).sum(-1)
+    entropy = next_token_entropy(log_probs, probs)
     return phase, Step(chosen, mixing, phase.forcing, ~phase.finished, log_likelihood, entropy)
 
 

@@ -93,6 +93,18 @@ def renormalise(probs: Tensor, keep: Tensor | None = None) -> Tensor:
     return probs / probs.sum(-1, keepdim=True).clamp_min(torch.finfo(probs.dtype).tiny)
 
 
+def positive_on(weights: Tensor, kept: Tensor) -> Tensor:
+    """``weights`` held at least at the smallest normal float on the ``kept`` slots (a softmax can
+    round a drawn slot to 0), 0 on the others: ``weights > 0`` then marks exactly the slots a
+    likelihood scores, which the loss and the filtered scoring read."""
+    return torch.where(kept, weights.clamp_min(torch.finfo(weights.dtype).tiny), 0.0)
+
+
+def next_token_entropy(log_probs: Tensor, probs: Tensor | None = None) -> Tensor:
+    """Entropy (nats) of ``[..., V]`` log-probabilities (``probs``: their exponential, if at hand)."""
+    return -((log_probs.exp() if probs is None else probs) * log_probs).sum(-1)
+
+
 def weight_entropy(weights: Tensor) -> Tensor:
     """Shannon entropy (nats) of mixture weights, ``0 log 0 = 0``."""
     return -torch.special.xlogy(weights, weights).sum(-1)
@@ -138,16 +150,20 @@ class MixtureRule(ABC):
         """Slots of a step's support (``k`` unless a rule adds its own)."""
         return self.k
 
+    #: with the density likelihood, the mixed inputs are data to the loss (:attr:`detaches_inputs`)
+    DENSITY_INPUTS_ARE_DATA: bool = False
+
     @property
     def detaches_inputs(self) -> bool:
         """Whether the loss feeds thinking steps' rebuilt inputs without gradient into the
-        embedding matrix. False here: the recorded draws (tokens, weights) are the data, and an
+        embedding matrix. By default not: the recorded draws (tokens, weights) are the data, and an
         input ``Σ w_i E[S_i]`` is a differentiable function of the weights θ given them, so the
         exact score function keeps that path (also for Dirichlet's density). Rules whose sampled
-        quantity is the input itself (Gaussian) or whose paper detaches it (SofT-GRPO's Gumbel)
-        override this.
+        quantity is the input itself (Gaussian) or whose paper detaches it (SofT-GRPO's Gumbel,
+        Latent-GRPO) set :attr:`DENSITY_INPUTS_ARE_DATA`: their density likelihood detaches them
+        (their token likelihoods keep the path).
         """
-        return False
+        return self.DENSITY_INPUTS_ARE_DATA and self.likelihood == "density"
 
     def build_parameters(self, embedding: nn.Module) -> nn.Module | None:
         """The parameters this rule trains with the policy, as a module built for ``embedding``

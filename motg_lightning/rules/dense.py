@@ -51,6 +51,8 @@ class Gaussian(MixtureRule):
     """
 
     LIKELIHOODS = ("density", "representative", "weighted")
+    #: with the density likelihood the input e is the sample itself, hence data
+    DENSITY_INPUTS_ARE_DATA = True
 
     def __init__(
         self, k: int = 16, temperature: float = 1.0, likelihood: Likelihood = "density",
@@ -81,12 +83,6 @@ class Gaussian(MixtureRule):
         if self._rms is None or self._rms_key != key:
             self._rms_key, self._rms = key, embedding_rms(embedding)
         return self.noise_scale * self._rms
-
-    @property
-    def detaches_inputs(self) -> bool:
-        """With the density likelihood the input e is the sample itself, hence data: later steps
-        see it without gradient into the embedding matrix."""
-        return self.likelihood == "density"
 
     def _mean_weights(self, log_probs: Tensor, support: Tensor, kept: Tensor | None = None) -> Tensor:
         """``p̃`` on the ``kept`` slots of ``support`` (all when None), 0 elsewhere."""

@@ -14,6 +14,7 @@ that at θ = θ_old the ratio to the sampling distribution is exactly 1.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -64,7 +65,7 @@ class SamplingFilter:
         log_probs = log_probs.detach()  # a mask: no autograd record of the sort over the vocabulary
         removed = torch.zeros_like(log_probs, dtype=torch.bool)
         if self.min_p:
-            threshold = log_probs.max(-1, keepdim=True).values + torch.log(torch.tensor(self.min_p))
+            threshold = log_probs.max(-1, keepdim=True).values + math.log(self.min_p)
             removed |= log_probs < threshold
         if self.top_p < 1.0:
             sorted_log_probs, order = log_probs.sort(-1, descending=True)
@@ -89,8 +90,3 @@ class SamplingFilter:
         """The filtered, renormalised ``[..., V]`` log-probabilities (see :meth:`restrict`)."""
         return self.restrict(log_probs, self.removed(log_probs), keep)
 
-
-def filter_log_probs(log_probs: Tensor, top_p: float = 1.0, min_p: float | None = None) -> Tensor:
-    """``[..., V]`` log-probabilities restricted to the tokens both filters keep, renormalised;
-    unchanged (the same tensor) when neither filter is active."""
-    return SamplingFilter(top_p, min_p).apply(log_probs)

@@ -8,7 +8,8 @@ import torch
 from torch import Tensor, nn
 
 from .base import (
-    Likelihood, MixtureRule, MixtureStep, draw_representative, gumbel_noise_like, kept_log_probs, renormalise, sample_index,
+    Likelihood, MixtureRule, MixtureStep, draw_representative, gumbel_noise_like, kept_log_probs, positive_on, renormalise,
+    sample_index,
 )
 from .densities import dirichlet_log_density, log_gamma_sample
 
@@ -90,7 +91,7 @@ class Dirichlet(MixtureRule):
         log_gammas = log_gamma_sample(self.concentration(log_probs, support, kept)).masked_fill(~kept, float("-inf"))
         weights = torch.softmax(log_gammas, dim=-1)  # w_i = G_i / Σ G over the kept slots
         # A kept slot keeps a positive weight, so ``weights > 0`` tells the density which slots were drawn.
-        weights = renormalise(torch.where(kept, weights.clamp_min(torch.finfo(weights.dtype).tiny), 0.0))
+        weights = renormalise(positive_on(weights, kept))
         return MixtureStep(support, weights, draw_representative(support, weights))
 
     def concentration(self, log_probs: Tensor, support: Tensor, kept: Tensor | None = None) -> Tensor:

@@ -24,23 +24,26 @@ from .base import (
     draw_representative,
     gumbel_noise_like,
     kept_log_probs,
+    positive_on,
     renormalise,
     sample_index,
 )
-
-
-def positive_where_finite(weights: Tensor, perturbed: Tensor) -> Tensor:
-    """``weights`` at least the smallest normal float on the slots whose perturbed value is finite
-    (a softmax at a low temperature can round a scored slot to 0), 0 on the others (a top-p /
-    min-p filter removed them): ``w > 0`` marks exactly the slots the density scores."""
-    kept = torch.isfinite(perturbed)
-    return torch.where(kept, weights.clamp_min(torch.finfo(weights.dtype).tiny), 0.0)
+from .filters import SamplingFilter
 
 
 def gumbel_log_density(values: Tensor, location: Tensor) -> Tensor:
     """``log f(z; μ, 1) = −(z − μ) − exp(−(z − μ))`` of a standard-scale Gumbel, elementwise."""
     shifted = values - location
     return -shifted - torch.exp(-shifted)
+
+
+def recorded_gumbel_log_density(perturbed: Tensor, location: Tensor) -> tuple[Tensor, Tensor]:
+    """``[..., k]`` the log-density of each slot's recorded perturbed value around ``location``,
+    0 on the slots never perturbed (recorded ``-inf``: a top-p / min-p filter removed them), and
+    those that were. Finite stand-ins on the others keep ``inf − inf`` out of the gradient."""
+    kept = torch.isfinite(perturbed)
+    density = gumbel_log_density(perturbed.masked_fill(~kept, 0.0), location.masked_fill(~kept, 0.0))
+    return density * kept, kept
 
 
 class Gumbel(MixtureRule):
@@ -64,6 +67,8 @@ class Gumbel(MixtureRule):
     """
 
     LIKELIHOODS = ("density", "representative", "weighted")
+    #: SofT-GRPO feeds the mixed inputs without gradient into the embedding matrix
+    DENSITY_INPUTS_ARE_DATA = True
 
     def __init__(
         self, k: int = 3, temperature: float = 1.0, likelihood: Likelihood = "density", gumbel_temperature: float = 0.5
@@ -77,25 +82,17 @@ class Gumbel(MixtureRule):
         top_log_probs, support = log_probs.topk(min(self.k, log_probs.shape[-1]), dim=-1)
         log_q = torch.log_softmax(top_log_probs, dim=-1)  # -inf on slots a top-p / min-p filter removed
         perturbed = log_q + gumbel_noise_like(log_q)
-        weights = positive_where_finite(torch.softmax(perturbed / self.gumbel_temperature, dim=-1), perturbed)
+        weights = positive_on(torch.softmax(perturbed / self.gumbel_temperature, dim=-1), torch.isfinite(perturbed))
         token = support.gather(-1, perturbed.argmax(-1, keepdim=True)).squeeze(-1)
         return MixtureStep(support, weights, token, {"perturbed": perturbed})
 
-    @property
-    def detaches_inputs(self) -> bool:
-        """SofT-GRPO feeds the mixed inputs without gradient into the embedding matrix; so does
-        the density likelihood here (the token likelihoods keep that path)."""
-        return self.likelihood == "density"
-
     def density_log_likelihood(self, log_probs: Tensor, step: MixtureStep, embedding: nn.Module) -> Tensor:
         """``Σ_i log Gumbel(z_i; log q_θ,i, 1)`` of the recorded perturbed values."""
-        # Slots a filter removed were never perturbed (recorded -inf): the density runs over the
-        # kept slots, with q renormalised on them, which is the sampling distribution at θ_old.
-        kept = torch.isfinite(step.extras["perturbed"])
-        log_q = torch.log_softmax(kept_log_probs(log_probs, step.support, kept), dim=-1)
-        location = log_q.masked_fill(~kept, 0.0)  # finite stand-ins, so no inf - inf reaches the gradient
-        values = step.extras["perturbed"].masked_fill(~kept, 0.0)
-        return (gumbel_log_density(values, location) * kept).sum(-1)
+        # The density runs over the slots that were perturbed, with q renormalised on them, which
+        # is the sampling distribution at θ_old.
+        perturbed = step.extras["perturbed"]
+        log_q = torch.log_softmax(kept_log_probs(log_probs, step.support, torch.isfinite(perturbed)), dim=-1)
+        return recorded_gumbel_log_density(perturbed, log_q)[0].sum(-1)
 
 
 class Multiplex(MixtureRule):
@@ -162,6 +159,8 @@ class LatentGRPO(MixtureRule):
     """
 
     LIKELIHOODS = ("density", "representative", "weighted")
+    #: the paper's code feeds the mixed inputs detached
+    DENSITY_INPUTS_ARE_DATA = True
 
     def __init__(
         self, k: int = 10, temperature: float = 1.0, likelihood: Likelihood = "density", gumbel_temperature: float = 1.0,
@@ -176,18 +175,9 @@ class LatentGRPO(MixtureRule):
             raise ValueError(f"model.mixture.nucleus={nucleus} (LatentGRPO): must be in (0, 1] (the paper's scripts use 0.95).")
         self.gumbel_temperature, self.noise_scale, self.nucleus = gumbel_temperature, noise_scale, nucleus
 
-    @property
-    def detaches_inputs(self) -> bool:
-        """With the density likelihood the mixed inputs are data, as the paper's code feeds them."""
-        return self.likelihood == "density"
-
     def _outside_nucleus(self, log_probs: Tensor) -> Tensor:
-        """``[..., V]`` the tokens past the nucleus (its top k always inside)."""
-        sorted_log_probs, order = log_probs.sort(-1, descending=True)
-        probs = sorted_log_probs.exp()
-        rank = torch.arange(log_probs.shape[-1], device=log_probs.device)
-        outside = (probs.cumsum(-1) - probs >= self.nucleus) & (rank >= self.k)
-        return torch.zeros_like(outside).scatter(-1, order, outside)
+        """``[..., V]`` the tokens past the nucleus (a top-p filter's), its top k always inside."""
+        return SamplingFilter(top_p=self.nucleus).removed(log_probs).scatter(-1, log_probs.topk(self.k, dim=-1).indices, False)
 
     def _candidate_scores(self, log_probs: Tensor, noise: Tensor) -> tuple[Tensor, Tensor] | None:
         """The scores of the :data:`NUCLEUS_CANDIDATES` most probable tokens and their ids, when no
@@ -221,12 +211,10 @@ class LatentGRPO(MixtureRule):
             if self.nucleus < 1.0:
                 scores = scores.masked_fill(self._outside_nucleus(log_probs), float("-inf"))
             perturbed, support = scores.topk(k, dim=-1)
-        weights = positive_where_finite(torch.softmax(perturbed / self.gumbel_temperature, dim=-1), perturbed)
+        weights = positive_on(torch.softmax(perturbed / self.gumbel_temperature, dim=-1), torch.isfinite(perturbed))
         return MixtureStep(support, weights, support[..., 0], {"perturbed": perturbed})
 
     def density_log_likelihood(self, log_probs: Tensor, step: MixtureStep, embedding: nn.Module) -> Tensor:
         """The mean over the slots of ``log Gumbel(s_i; log p_θ(S_i), 1)``."""
-        kept = torch.isfinite(step.extras["perturbed"])  # slots a top-p / min-p filter removed were never scored
-        location = kept_log_probs(log_probs, step.support, kept).masked_fill(~kept, 0.0)
-        values = step.extras["perturbed"].masked_fill(~kept, 0.0)
-        return (gumbel_log_density(values, location) * kept).sum(-1) / kept.sum(-1).clamp_min(1)
+        density, kept = recorded_gumbel_log_density(step.extras["perturbed"], log_probs.gather(-1, step.support))
+        return density.sum(-1) / kept.sum(-1).clamp_min(1)
