@@ -302,7 +302,7 @@ def test_a_method_overlay_gives_its_rule_and_inherits_nothing_from_the_default_r
 
 def test_the_readme_rule_examples_resolve_to_the_rules_its_table_documents():
     """Every `python main.py fit ... --config configs/methods/...` line of the README, through
-    --print_config: the rule is its class's defaults plus its overlay plus the line's own flags
+    the fit parser (what --print_config prints): the rule is its class's defaults plus its overlay plus the line's own flags
     (so the Sampled example trains with the weighted likelihood the table lists)."""
     import shlex
 
